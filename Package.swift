@@ -1,0 +1,48 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let nio = "swift-nio"
+let package = Package(
+    name: "gripproxy",
+    products: [
+        .executable(name: "gripproxy", targets: ["GripProxyCLI"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-nio-extras.git", from: "1.35.2"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.7.1"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+    ],
+    targets: [
+        // Pure GRIP protocol logic: no sockets, no event loops, no clocks read, no locks.
+        .target(name: "GripCore", dependencies: [.product(name: "NIOCore", package: nio)]),
+        // Everything that touches a socket, a loop, a timer or a library adapter.
+        .target(name: "GripServer", dependencies: [
+            "GripCore",
+            .product(name: "NIOCore", package: nio), .product(name: "NIOPosix", package: nio),
+            .product(name: "NIOHTTP1", package: nio),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            .product(name: "NIOExtras", package: "swift-nio-extras"),
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "JWTKit", package: "jwt-kit"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
+        .executableTarget(name: "GripProxyCLI", dependencies: [
+            "GripServer",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
+        .testTarget(name: "GripCoreTests", dependencies: ["GripCore"]),
+        .testTarget(name: "GripServerTests", dependencies: [
+            "GripServer",
+            .product(name: "NIOEmbedded", package: nio),
+        ]),
+    ]
+)

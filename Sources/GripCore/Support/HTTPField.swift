@@ -1,0 +1,53 @@
+/// One HTTP header line. Kept as an ordered list wherever headers travel, because
+/// order and repeated names matter to backends and clients.
+package struct HTTPField: Sendable, Equatable, Hashable {
+    package var name: String
+    package var value: String
+
+    package init(_ name: String, _ value: String) {
+        self.name = name
+        self.value = value
+    }
+
+    package init(name: String, value: String) {
+        self.name = name
+        self.value = value
+    }
+}
+
+extension Array where Element == HTTPField {
+    /// The first value of the header `name` (case-insensitive), if any.
+    package func first(named name: String) -> String? {
+        first { $0.name.caseInsensitiveEquals(name) }?.value
+    }
+
+    /// Every value of the header `name` (case-insensitive), in order.
+    package func values(named name: String) -> [String] {
+        filter { $0.name.caseInsensitiveEquals(name) }.map(\.value)
+    }
+
+    /// Removes every header named `name` (case-insensitive).
+    package mutating func removeAll(named name: String) {
+        removeAll { $0.name.caseInsensitiveEquals(name) }
+    }
+}
+
+extension String {
+    /// ASCII case-insensitive comparison, as HTTP field names need.
+    package func caseInsensitiveEquals(_ other: String) -> Bool {
+        let a = self.utf8, b = other.utf8
+        guard a.count == b.count else { return false }
+        for (x, y) in zip(a, b) where x != y {
+            let lx = (x >= 65 && x <= 90) ? x + 32 : x
+            let ly = (y >= 65 && y <= 90) ? y + 32 : y
+            if lx != ly { return false }
+        }
+        return true
+    }
+
+    /// True when the string starts with `prefix`, ignoring ASCII case.
+    package func hasCaseInsensitivePrefix(_ prefix: String) -> Bool {
+        guard self.utf8.count >= prefix.utf8.count else { return false }
+        return String(decoding: self.utf8.prefix(prefix.utf8.count), as: UTF8.self).caseInsensitiveEquals(prefix)
+    }
+}

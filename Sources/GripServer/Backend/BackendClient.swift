@@ -1,0 +1,143 @@
+import AsyncHTTPClient
+import GripCore
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOSSL
+
+/// Receives one backend call's response, on the event loop the call was made from.
+/// `call` identifies the call so a receiver can ignore answers it no longer wants.
+package protocol BackendCallReceiver: AnyObject {
+    func backendResponseHead(call: UInt64, _ head: HTTPResponseHead) -> EventLoopFuture<Void>
+    func backendResponseBody(call: UInt64, _ buffer: ByteBuffer) -> EventLoopFuture<Void>
+    func backendResponseEnd(call: UInt64)
+    func backendFailed(call: UInt64, _ failure: BackendFailure)
+}
+
+/// Why a backend call produced no (complete) answer.
+package enum BackendFailure: Error, Sendable, CustomStringConvertible {
+    /// Connecting (or the TLS handshake) failed: the next target may be tried (routes.md 2).
+    case connectFailed(String)
+    /// Nothing arrived within `backend_timeout` (decisions D2).
+    case timedOut
+    case other(String)
+
+    package var description: String {
+        switch self {
+        case .connectFailed(let reason): "connect failed: \(reason)"
+        case .timedOut: "timed out"
+        case .other(let reason): reason
+        }
+    }
+
+    static func classify(_ error: Error) -> BackendFailure {
+        if let error = error as? HTTPClientError {
+            switch error {
+            case .readTimeout, .deadlineExceeded: return .timedOut
+            case .connectTimeout, .socksHandshakeTimeout, .tlsHandshakeTimeout: return .connectFailed(String(describing: error))
+            default: return .other(String(describing: error))
+            }
+        }
+        if error is NIOConnectionError { return .connectFailed(String(describing: error)) }
+        if let error = error as? ChannelError, case .connectTimeout = error { return .connectFailed(String(describing: error)) }
+        if let error = error as? IOError, [ECONNREFUSED, EHOSTUNREACH, ENETUNREACH, ECONNRESET].contains(error.errnoCode) {
+            return .connectFailed(String(describing: error))
+        }
+        let text = String(describing: error)
+        if text.contains("connect") || text.contains("Connect") { return .connectFailed(text) }
+        return .other(text)
+    }
+}
+
+/// The pooled AsyncHTTPClient and the Grip-Sig cache. The only place that knows about AHC.
+package final class BackendClient: Sendable {
+    package let http: HTTPClient
+    /// For `insecure` targets: the same pool settings, no certificate verification.
+    package let insecureHTTP: HTTPClient
+    package let signer: GripSigner
+    let configuration: GatewayConfiguration.Backend
+
+    package init(group: EventLoopGroup, configuration: GatewayConfiguration.Backend, signer: GripSigner) {
+        var clientConfiguration = HTTPClient.Configuration(
+            certificateVerification: .fullVerification,
+            redirectConfiguration: .disallow,
+            timeout: .init(connect: .seconds(10), read: .seconds(configuration.timeoutSeconds)),
+            decompression: .disabled
+        )
+        clientConfiguration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 256)
+        clientConfiguration.httpVersion = .http1Only
+        self.http = HTTPClient(eventLoopGroupProvider: .shared(group), configuration: clientConfiguration)
+        var insecureTLS = TLSConfiguration.makeClientConfiguration()
+        insecureTLS.certificateVerification = .none
+        clientConfiguration.tlsConfiguration = insecureTLS
+        self.insecureHTTP = HTTPClient(eventLoopGroupProvider: .shared(group), configuration: clientConfiguration)
+        self.configuration = configuration
+        self.signer = signer
+    }
+
+    package func shutdown() async throws {
+        try await http.shutdown()
+        try await insecureHTTP.shutdown()
+    }
+
+    /// Starts a call; every callback runs on `loop`.
+    @discardableResult
+    package func execute(
+        url: String,
+        method: HTTPMethod,
+        headers: HTTPHeaders,
+        body: ByteBuffer?,
+        insecure: Bool = false,
+        on loop: EventLoop,
+        call: UInt64,
+        receiver: BackendCallReceiver
+    ) -> HTTPClient.Task<Void>? {
+        let request: HTTPClient.Request
+        do {
+            request = try HTTPClient.Request(url: url, method: method, headers: headers, body: body.map { .byteBuffer($0) })
+        } catch {
+            loop.assertInEventLoop()
+            receiver.backendFailed(call: call, .other("invalid backend URL \(url): \(error)"))
+            return nil
+        }
+        let delegate = BackendResponseDelegate(receiver: receiver, call: call, loop: loop)
+        let client = insecure ? insecureHTTP : http
+        return client.execute(request: request, delegate: delegate, eventLoop: .delegateAndChannel(on: loop))
+    }
+}
+
+/// Bridges AHC's delegate to a loop-bound receiver. AHC calls it on `loop` (`.delegateAndChannel`), where the
+/// receiver lives, hence the unchecked Sendable.
+private final class BackendResponseDelegate: HTTPClientResponseDelegate, @unchecked Sendable {
+    typealias Response = Void
+    private let receiver: BackendCallReceiver
+    private let call: UInt64
+    private let loop: EventLoop
+
+    init(receiver: BackendCallReceiver, call: UInt64, loop: EventLoop) {
+        self.receiver = receiver
+        self.call = call
+        self.loop = loop
+    }
+
+    func didReceiveHead(task: HTTPClient.Task<Void>, _ head: HTTPResponseHead) -> EventLoopFuture<Void> {
+        loop.preconditionInEventLoop()
+        return receiver.backendResponseHead(call: call, head)
+    }
+
+    func didReceiveBodyPart(task: HTTPClient.Task<Void>, _ buffer: ByteBuffer) -> EventLoopFuture<Void> {
+        loop.preconditionInEventLoop()
+        return receiver.backendResponseBody(call: call, buffer)
+    }
+
+    func didReceiveError(task: HTTPClient.Task<Void>, _ error: Error) {
+        loop.preconditionInEventLoop()
+        receiver.backendFailed(call: call, BackendFailure.classify(error))
+    }
+
+    func didFinishRequest(task: HTTPClient.Task<Void>) throws {
+        loop.preconditionInEventLoop()
+        receiver.backendResponseEnd(call: call)
+    }
+}

@@ -1,0 +1,61 @@
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOExtras
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Sets up a client connection: admission (`client_maxconn`), socket options that are really memory and
+/// liveness settings, the HTTP/1.1 server pipeline with pipelining assistance, and the proxy handler.
+enum ClientChannelInitializer {
+    /// Small initial receive buffers: an idle hold should not pin 2 KB+ of read buffer (ARCHITECTURE, memory 7).
+    static let receiveAllocator = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 256, maximum: 65536)
+
+    static func bootstrap(group: EventLoopGroup, gateway: GatewayContext, quiesce: ServerQuiescingHelper?) -> ServerBootstrap {
+        let writeBufferMax = gateway.configuration.client.writeBufferMax
+        return ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 1024)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelInitializer { channel in
+                guard let quiesce else { return channel.eventLoop.makeSucceededVoidFuture() }
+                return channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(quiesce.makeServerChannelHandler(channel: channel))
+                }
+            }
+            .childChannelOption(.socketOption(.so_keepalive), value: 1)
+            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.recvAllocator, value: receiveAllocator)
+            .childChannelOption(.maxMessagesPerRead, value: 4)
+            .childChannelOption(.writeBufferWaterMark, value: .init(low: writeBufferMax / 2, high: writeBufferMax))
+            .childChannelInitializer { channel in
+                initialize(channel: channel, gateway: gateway)
+            }
+    }
+
+    static func initialize(channel: Channel, gateway: GatewayContext) -> EventLoopFuture<Void> {
+        guard gateway.admitConnection() else {
+            // Decisions D16: answer and close, without parsing anything.
+            gateway.logger.warning("client_maxconn (\(gateway.configuration.client.maxConnections)) reached; refusing connection")
+            let body = "Service Unavailable\n"
+            let response = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
+            return channel.writeAndFlush(ByteBuffer(string: response)).flatMap { channel.close() }
+        }
+        channel.closeFuture.whenComplete { _ in gateway.connectionClosed() }
+        setKeepAliveTiming(channel)
+        return channel.eventLoop.makeCompletedFuture {
+            try channel.pipeline.syncOperations.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: true)
+            try channel.pipeline.syncOperations.addHandler(HTTPProxyHandler(gateway: gateway))
+        }
+    }
+
+    /// Decisions W8: TCP keep-alive idle 30 s, interval 10 s, 3 probes, so dead clients are noticed.
+    private static func setKeepAliveTiming(_ channel: Channel) {
+        #if os(Linux)
+        for (option, value) in [(TCP_KEEPIDLE, 30), (TCP_KEEPINTVL, 10), (TCP_KEEPCNT, 3)] {
+            let name = ChannelOptions.Types.SocketOption(level: NIOBSDSocket.OptionLevel.tcp, name: NIOBSDSocket.Option(rawValue: option))
+            _ = channel.setOption(name, value: SocketOptionValue(value))
+        }
+        #endif
+    }
+}

@@ -1,0 +1,1013 @@
+import AsyncHTTPClient
+import Foundation
+import GripCore
+import Logging
+import NIOCore
+import NIOHTTP1
+
+/// One client HTTP connection: routes each request, forwards it to the backend, relays plain answers and
+/// carries out GRIP instructions (response and stream holds, next links), receiving published items from
+/// its loop's shard. Confined to its channel's event loop; holds no Task and no timer of its own (deadlines
+/// are swept per loop by the hub).
+final class HTTPProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    /// One request's routing, kept for the whole exchange (holds re-send it).
+    struct Exchange {
+        var request: OriginalRequest
+        var route: Route
+        var keepAlive: Bool
+        var isHead: Bool { request.method == .HEAD }
+    }
+
+    /// A subscription of the current hold. `expectedPrevID` is the `prev-id` the next item must carry (reliability.md 4).
+    struct HeldChannel {
+        var name: String
+        var expectedPrevID: String?
+        var filters: [String]
+    }
+
+    struct Hold {
+        var mode: GripHoldMode
+        var channels: [HeldChannel]
+        var meta: [String: String]
+        /// The backend's held response: sent on timeout, merged with items (grip-http 5.3).
+        var response: GripResponse
+        var timeoutDeadline: NIODeadline?
+        var keepAlive: GripKeepAlive?
+        var keepAliveDeadline: NIODeadline?
+        /// Stream holds: the next link (absolute client-facing URI) and when an idle stream re-fetches it.
+        var nextLink: GripNextLink?
+        var linkDeadline: NIODeadline?
+    }
+
+    enum CallPurpose {
+        /// The client's request (or a re-send of it for a hold).
+        case request(targetIndex: Int, isRecheck: Bool)
+        /// A next-link fetch for a stream or a paged response; `attempt` counts retries (grip-http 7).
+        case nextLink(uri: String, attempt: Int)
+    }
+
+    /// The outstanding backend call. Answers of any other call id are ignored.
+    struct BackendCall {
+        var id: UInt64
+        var purpose: CallPurpose
+        var head: HTTPResponseHead?
+        var relaying = false
+        var body: ByteBuffer?
+        var task: HTTPClient.Task<Void>?
+    }
+
+    enum Phase {
+        case idle
+        /// Head read, body arriving.
+        case receiving(body: ByteBuffer?)
+        /// Request complete; waiting for the backend (nothing written to the client yet).
+        case forwarding
+        /// A plain backend response is being streamed to the client.
+        case relaying
+        case responseHold(Hold)
+        case streamHold(Hold)
+        /// A response with a next link and no hold: the client's body continues with each link's body.
+        case paging
+        case closed
+    }
+
+    private let gateway: GatewayContext
+    private var context: ChannelHandlerContext?
+    private var phase: Phase = .idle
+    private var exchange: Exchange?
+    private var call: BackendCall?
+    private var nextCallID: UInt64 = 0
+    /// True once a response head went to the client for the current exchange.
+    private var responseStarted = false
+    private var subscribedChannels: [String] = []
+    private var subscriptionKind: Hub.SubscriptionKind = .responseHold
+
+    private var logger: Logger { gateway.logger }
+    private var configuration: GatewayConfiguration { gateway.configuration }
+
+    init(gateway: GatewayContext) {
+        self.gateway = gateway
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        teardown()
+        self.context = nil
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        teardown()
+        context.fireChannelInactive()
+    }
+
+    private func teardown() {
+        if case .closed = phase { return }
+        unsubscribeAll()
+        call?.task?.cancel()
+        call = nil
+        phase = .closed
+    }
+
+    // MARK: Inbound
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            requestHeadReceived(head, context: context)
+        case .body(var part):
+            guard case .receiving(var body) = phase else { return }
+            phase = .forwarding  // drop the reference while appending, so the buffer is not copied
+            if body == nil {
+                body = part
+            } else {
+                body!.writeBuffer(&part)
+            }
+            if body!.readableBytes > configuration.client.maxRequestBody {
+                respondAndClose(status: .payloadTooLarge, body: "Request body too large.\n")
+                return
+            }
+            phase = .receiving(body: body)
+        case .end:
+            guard case .receiving(let body) = phase, var exchange else { return }
+            exchange.request.body = body
+            self.exchange = exchange
+            phase = .forwarding
+            requestComplete(exchange)
+        }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        // Decisions D8: a held stream whose client does not read past the write-buffer bound is ended,
+        // so every connection either gets every item or is closed.
+        if !context.channel.isWritable, case .streamHold = phase {
+            logger.warning("closing slow stream client", metadata: ["uri": "\(exchange?.request.uri ?? "")"])
+            context.close(promise: nil)
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard event is ChannelShouldQuiesceEvent else {
+            context.fireUserInboundEventTriggered(event)
+            return
+        }
+        // Graceful shutdown: long-polls get their timeout response, streams end, idle connections close.
+        exchange?.keepAlive = false
+        switch phase {
+        case .idle:
+            phase = .closed
+            context.close(promise: nil)
+        case .responseHold(let hold):
+            sendResponse(hold.response)
+        case .streamHold, .paging:
+            endStreamedResponse()
+        default:
+            break
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        logger.debug("client connection error: \(error)")
+        context.close(promise: nil)
+    }
+
+    private func requestHeadReceived(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+        guard case .idle = phase else {
+            // The pipelining handler only passes a new request once the previous response has ended.
+            logger.error("request head while busy; closing")
+            context.close(promise: nil)
+            return
+        }
+        responseStarted = false
+        let fields = head.headers.fields
+        let hostHeader = fields.first(named: "Host")
+        let isTLS = false
+        let isWebSocket = head.headers[canonicalForm: "Upgrade"].contains { $0.lowercased() == "websocket" }
+        let path = String(head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? "")
+        let table = gateway.routes.current
+        var route: Route?
+        if configuration.backend.acceptPushpinRoute, let id = fields.first(named: "Pushpin-Route") {
+            route = table.route(id: id)
+        }
+        if route == nil {
+            route = table.match(host: hostHeader, path: path, isTLS: isTLS, isWebSocket: isWebSocket)
+        }
+        let request = OriginalRequest(
+            method: head.method, uri: head.uri, version: head.version, headers: fields.filter { !$0.name.caseInsensitiveEquals("Pushpin-Route") },
+            body: nil, clientAddress: context.channel.remoteAddress?.ipAddress, isTLS: isTLS
+        )
+        guard let route else {
+            let host = hostHeader.map { String($0.split(separator: ":").first ?? "") } ?? ""
+            exchange = Exchange(request: request, route: Route.placeholder, keepAlive: head.isKeepAlive)
+            phase = .receiving(body: nil)
+            logAccess(status: 502, route: nil, hold: nil)
+            sendResponse(status: .badGateway, headers: [HTTPField("Content-Type", "text/plain")], body: "No route for host: \(host)\n")
+            return
+        }
+        exchange = Exchange(request: request, route: route, keepAlive: head.isKeepAlive)
+        if route.targets.first.map({ $0.overHTTP }) == true,
+           fields.first(named: "Content-Type").map({ $0.lowercased().hasPrefix("application/websocket-events") }) == true {
+            phase = .receiving(body: nil)
+            sendResponse(status: .forbidden, headers: [HTTPField("Content-Type", "text/plain")],
+                         body: "Client not allowed to send WebSocket events directly.\n")
+            return
+        }
+        phase = .receiving(body: nil)
+        // Decisions D17: answer 100-continue ourselves once routed, and never forward Expect.
+        if fields.first(named: "Expect")?.lowercased() == "100-continue" {
+            context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .continue))), promise: nil)
+        }
+    }
+
+    private func requestComplete(_ exchange: Exchange) {
+        guard let target = exchange.route.targets.first else { return }
+        if case .test = target.kind {
+            TestTarget.handle(exchange: exchange, handler: self)
+            return
+        }
+        startRequestCall(targetIndex: 0, isRecheck: false, gripLast: [])
+    }
+
+    // MARK: Backend calls
+
+    private func makeCallID() -> UInt64 {
+        nextCallID &+= 1
+        return nextCallID
+    }
+
+    private func gripSig(for route: Route) -> String? {
+        let identity: GripSigner.Identity
+        if let key = route.sigKey, let iss = route.sigIss {
+            identity = .init(key: key, issuer: iss)
+        } else {
+            identity = .init(key: configuration.backend.sigKey, issuer: configuration.backend.sigIss)
+        }
+        if let token = gateway.backend.signer.cachedToken(for: identity) { return token }
+        logger.warning("no Grip-Sig token ready for issuer \(identity.issuer); refreshing")
+        let signer = gateway.backend.signer
+        Task { try? await signer.sign(identity) }
+        return nil
+    }
+
+    private func startRequestCall(targetIndex: Int, isRecheck: Bool, gripLast: [HTTPField]) {
+        guard let exchange, let context else { return }
+        let route = exchange.route
+        guard targetIndex < route.targets.count else { return }
+        let target = route.targets[targetIndex]
+        let pathAndQuery = route.rewrittenPath(exchange.request.uri)
+        guard let url = BackendRequest.url(target: target, pathAndQuery: pathAndQuery) else {
+            if isRecheck { return }
+            sendErrorResponse(status: .badGateway, message: "Error while proxying to origin.\n", detail: "target has no address")
+            return
+        }
+        let headers = BackendRequest.headers(
+            for: exchange.request, route: route, target: target, configuration: configuration.backend,
+            gripSig: gripSig(for: route), gripLast: gripLast
+        )
+        let id = makeCallID()
+        call = BackendCall(id: id, purpose: .request(targetIndex: targetIndex, isRecheck: isRecheck))
+        let task = gateway.backend.execute(
+            url: url, method: exchange.request.method, headers: headers, body: exchange.request.body,
+            insecure: target.insecure, on: context.eventLoop, call: id, receiver: self
+        )
+        if call?.id == id { call?.task = task }
+    }
+
+    /// Fetches a next link (grip-http 7): GET, no client headers, Grip-Last per channel with a prev-id.
+    private func startLinkCall(uri: String, attempt: Int) {
+        guard let exchange, let context else { return }
+        let (route, pathAndQuery) = routeForLink(uri, exchange: exchange)
+        guard let route, let target = route.targets.first,
+              let url = BackendRequest.url(target: target, pathAndQuery: route.rewrittenPath(pathAndQuery)) else {
+            logger.warning("next link \(uri) has no route; ending response")
+            endStreamedResponse()
+            return
+        }
+        var gripLast: [HTTPField] = []
+        if case .streamHold(let hold) = phase {
+            for channel in hold.channels {
+                if let expected = channel.expectedPrevID {
+                    gripLast.append(HTTPField("Grip-Last", GripLast.headerValue(channel: channel.name, lastID: expected)))
+                }
+            }
+        }
+        var request = exchange.request
+        request.method = .GET
+        request.body = nil
+        let headers = BackendRequest.headers(
+            for: request, route: route, target: target, configuration: configuration.backend,
+            gripSig: gripSig(for: route), gripLast: gripLast, clientHeaders: false
+        )
+        let id = makeCallID()
+        call = BackendCall(id: id, purpose: .nextLink(uri: uri, attempt: attempt))
+        let task = gateway.backend.execute(
+            url: url, method: .GET, headers: headers, body: nil, insecure: target.insecure,
+            on: context.eventLoop, call: id, receiver: self
+        )
+        if call?.id == id { call?.task = task }
+    }
+
+    /// Next links are routed like client requests (grip-http 7), so a rewriting route applies again.
+    private func routeForLink(_ uri: String, exchange: Exchange) -> (Route?, String) {
+        var host = exchange.request.host
+        var pathAndQuery = uri
+        if let url = URL(string: uri), let linkHost = url.host, url.scheme != nil {
+            host = url.port.map { "\(linkHost):\($0)" } ?? linkHost
+            pathAndQuery = url.path.isEmpty ? "/" : url.path
+            if let query = url.query { pathAndQuery += "?" + query }
+        } else if !uri.hasPrefix("/") {
+            let base = URL(string: "http://h" + exchange.request.uri)
+            if let resolved = URL(string: uri, relativeTo: base) {
+                pathAndQuery = resolved.path + (resolved.query.map { "?" + $0 } ?? "")
+            }
+        }
+        let path = String(pathAndQuery.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? "")
+        let table = gateway.routes.current
+        if let route = table.match(host: host, path: path, isTLS: exchange.request.isTLS, isWebSocket: false) {
+            return (route, pathAndQuery)
+        }
+        return (exchange.route, pathAndQuery)
+    }
+
+    // MARK: Outbound helpers
+
+    private func write(_ part: HTTPServerResponsePart) {
+        context?.write(wrapOutboundOut(part), promise: nil)
+    }
+
+    private func writeHead(status: HTTPResponseStatus, headers: [HTTPField]) {
+        guard let exchange else { return }
+        var httpHeaders = HTTPHeaders()
+        for field in headers { httpHeaders.add(name: field.name, value: field.value) }
+        if !exchange.keepAlive { httpHeaders.replaceOrAdd(name: "Connection", value: "close") }
+        responseStarted = true
+        write(.head(HTTPResponseHead(version: exchange.request.version, status: status, headers: httpHeaders)))
+    }
+
+    /// A complete response with `Content-Length`; ends the exchange.
+    private func sendResponse(status: HTTPResponseStatus, headers: [HTTPField], body: ByteBuffer?) {
+        guard let exchange else { return }
+        var fields = headers
+        fields.removeAll(named: "Content-Length")
+        fields.removeAll(named: "Transfer-Encoding")
+        fields.append(HTTPField("Content-Length", String(body?.readableBytes ?? 0)))
+        writeHead(status: status, headers: fields)
+        if let body, body.readableBytes > 0, !exchange.isHead {
+            write(.body(.byteBuffer(body)))
+        }
+        finishExchange()
+    }
+
+    private func sendResponse(status: HTTPResponseStatus, headers: [HTTPField], body: String) {
+        sendResponse(status: status, headers: headers, body: ByteBuffer(string: body))
+    }
+
+    private func sendResponse(_ response: GripResponse) {
+        sendResponse(status: HTTPResponseStatus(statusCode: response.code, reasonPhrase: response.reason),
+                      headers: response.headers, body: ByteBuffer(bytes: response.body))
+    }
+
+    private func sendErrorResponse(status: HTTPResponseStatus, message: String, detail: String) {
+        logger.warning("\(exchange?.request.method.rawValue ?? "") \(exchange?.request.uri ?? ""): \(detail)")
+        let debug = configuration.backend.debug || exchange?.route.debug == true
+        let text = debug ? detail + "\n" : message
+        logAccess(status: Int(status.code), route: exchange?.route, hold: nil)
+        sendResponse(status: status, headers: [HTTPField("Content-Type", "text/plain")], body: text)
+    }
+
+    private func respondAndClose(status: HTTPResponseStatus, body: String) {
+        exchange?.keepAlive = false
+        sendResponse(status: status, headers: [HTTPField("Content-Type", "text/plain")], body: body)
+    }
+
+    /// Writes `.end` and returns to idle (or closes). Every exchange ends here.
+    private func finishExchange() {
+        guard let context else { return }
+        unsubscribeAll()
+        let keepAlive = exchange?.keepAlive ?? false
+        call?.task?.cancel()
+        call = nil
+        exchange = nil
+        phase = .idle
+        responseStarted = false
+        if keepAlive {
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        } else {
+            phase = .closed
+            context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in context.close(promise: nil) }
+        }
+    }
+
+    /// Ends a streamed body (stream hold, paging, relayed response) after its head went out.
+    private func endStreamedResponse() {
+        guard let exchange else { return }
+        // An HTTP/1.0 body without length is delimited by the close (grip-http 6.1).
+        if exchange.request.version.minor == 0 { self.exchange?.keepAlive = false }
+        finishExchange()
+    }
+
+    private func logAccess(status: Int, route: Route?, hold: String?) {
+        guard let exchange else { return }
+        var metadata: Logger.Metadata = ["status": "\(status)"]
+        if let route { metadata["route"] = "\(route.id)" }
+        if let hold { metadata["hold"] = "\(hold)" }
+        logger.info("\(exchange.request.method.rawValue) \(exchange.request.uri)", metadata: metadata)
+    }
+
+    // MARK: GRIP answers
+
+    /// A complete GRIP (or, for re-checks and links, any) answer from the backend.
+    private func backendAnswered(head: HTTPResponseHead, body: ByteBuffer?, purpose: CallPurpose) {
+        guard let exchange else { return }
+        let fields = head.headers.fields
+        let bodyBytes = body.map { Array($0.readableBytesView) } ?? []
+        let isGrip = !exchange.route.noGrip && GripInstructionParser.hasInstructions(fields)
+
+        if case .nextLink = purpose {
+            linkAnswered(head: head, fields: fields, body: bodyBytes, isGrip: isGrip)
+            return
+        }
+        guard isGrip else {
+            // A re-check answered without instructions: the client gets that answer (decisions D15).
+            logAccess(status: Int(head.status.code), route: exchange.route, hold: nil)
+            sendResponse(status: head.status, headers: BackendRequest.clientResponseHeaders(fields), body: body)
+            return
+        }
+        if (exchange.request.body?.readableBytes ?? 0) > BackendRequest.maxResendableBody {
+            sendErrorResponse(status: .badRequest, message: "Request too large to accept GRIP instruct.\n",
+                              detail: "Request too large to accept GRIP instruct.")
+            return
+        }
+        let instruction: GripInstruction
+        do {
+            instruction = try GripInstructionParser.parse(
+                code: Int(head.status.code), reason: head.status.reasonPhrase, headers: fields, body: bodyBytes,
+                maxChannels: configuration.delivery.subscriptionsPerConnection
+            )
+        } catch {
+            if case .responseHold = phase { logger.warning("re-check answer has invalid instructions: \(error)") }
+            sendErrorResponse(status: .badGateway, message: "Error while proxying to origin.\n",
+                              detail: "Failed to parse accept instructions: \(error)")
+            return
+        }
+        guard let mode = instruction.holdMode else {
+            if let link = instruction.nextLink {
+                startPaging(instruction.response, link: link)
+            } else {
+                logAccess(status: instruction.response.code, route: exchange.route, hold: nil)
+                sendResponse(instruction.response)
+            }
+            return
+        }
+        switch mode {
+        case .response: establishResponseHold(instruction)
+        case .stream: establishStreamHold(instruction)
+        }
+    }
+
+    private func heldChannels(_ instruction: GripInstruction) -> [HeldChannel] {
+        guard let exchange else { return [] }
+        let prefix = exchange.route.prefix
+        var channels = instruction.channels.map {
+            HeldChannel(name: prefix + $0.name, expectedPrevID: $0.prevID, filters: $0.filters)
+        }
+        for sub in exchange.route.targets.first?.subscriptions ?? [] where !channels.contains(where: { $0.name == prefix + sub }) {
+            channels.append(HeldChannel(name: prefix + sub, expectedPrevID: nil, filters: []))
+        }
+        return channels
+    }
+
+    /// Channels whose hold-time `prev-id` conflicts with the channel's known last id (reliability.md 4).
+    private func conflictingChannels(_ channels: [HeldChannel]) -> [HeldChannel] {
+        channels.filter { channel in
+            guard let expected = channel.expectedPrevID, let last = gateway.hub.lastID(of: channel.name) else { return false }
+            return last != expected
+        }
+    }
+
+    private func gripLastHeaders(_ channels: [HeldChannel]) -> [HTTPField] {
+        channels.compactMap { channel in
+            channel.expectedPrevID.map { HTTPField("Grip-Last", GripLast.headerValue(channel: channel.name, lastID: $0)) }
+        }
+    }
+
+    private func establishResponseHold(_ instruction: GripInstruction) {
+        let channels = heldChannels(instruction)
+        let conflicts = conflictingChannels(channels)
+        if !conflicts.isEmpty {
+            // The backend answered from stale data: ask again at once instead of holding.
+            for channel in conflicts { gateway.hub.forgetLastID(of: channel.name) }
+            phase = .forwarding
+            unsubscribeAll()
+            startRequestCall(targetIndex: 0, isRecheck: false, gripLast: gripLastHeaders(channels))
+            return
+        }
+        let hold = Hold(
+            mode: .response, channels: channels, meta: instruction.meta, response: instruction.response,
+            timeoutDeadline: .now() + .seconds(Int64(instruction.timeoutSeconds))
+        )
+        phase = .responseHold(hold)
+        updateSubscriptions(channels.map(\.name), kind: .responseHold)
+        updateDeadline()
+    }
+
+    private func establishStreamHold(_ instruction: GripInstruction) {
+        let channels = heldChannels(instruction)
+        let wasStreaming = responseStarted
+        if !wasStreaming {
+            var headers = instruction.response.headers
+            headers.removeAll(named: "Content-Length")
+            logAccess(status: instruction.response.code, route: exchange?.route, hold: "stream")
+            writeHead(status: HTTPResponseStatus(statusCode: instruction.response.code, reasonPhrase: instruction.response.reason),
+                      headers: headers)
+        }
+        if !instruction.response.body.isEmpty {
+            write(.body(.byteBuffer(ByteBuffer(bytes: instruction.response.body))))
+        }
+        context?.flush()
+        var hold = Hold(mode: .stream, channels: channels, meta: instruction.meta, response: instruction.response)
+        hold.keepAlive = instruction.keepAlive
+        hold.keepAliveDeadline = instruction.keepAlive.map { keepAliveDeadline($0) }
+        if let link = instruction.nextLink {
+            hold.nextLink = GripNextLink(uri: link.uri, timeoutSeconds: link.timeoutSeconds)
+            hold.linkDeadline = .now() + .seconds(Int64(link.timeoutSeconds))
+        }
+        let hasPrevID = channels.contains { $0.expectedPrevID != nil }
+        if hasPrevID && hold.nextLink == nil {
+            // grip-http 6.5: a prev-id without a next link cannot recover; the body ends.
+            endStreamedResponse()
+            return
+        }
+        let conflicts = conflictingChannels(channels)
+        phase = .streamHold(hold)
+        updateSubscriptions(channels.map(\.name), kind: .streamHold)
+        updateDeadline()
+        if !conflicts.isEmpty, let link = hold.nextLink {
+            for channel in conflicts { gateway.hub.forgetLastID(of: channel.name) }
+            startLinkCall(uri: link.uri, attempt: 0)
+        }
+    }
+
+    private func keepAliveDeadline(_ keepAlive: GripKeepAlive) -> NIODeadline {
+        // grip-http 6.3: the timeout minus a random 0-999 ms, so many streams do not fire together.
+        .now() + .seconds(Int64(keepAlive.timeoutSeconds)) - .milliseconds(Int64.random(in: 0..<1000))
+    }
+
+    private func startPaging(_ response: GripResponse, link: GripNextLink) {
+        var headers = response.headers
+        headers.removeAll(named: "Content-Length")
+        logAccess(status: response.code, route: exchange?.route, hold: "paging")
+        writeHead(status: HTTPResponseStatus(statusCode: response.code, reasonPhrase: response.reason), headers: headers)
+        if !response.body.isEmpty { write(.body(.byteBuffer(ByteBuffer(bytes: response.body)))) }
+        context?.flush()
+        phase = .paging
+        startLinkCall(uri: link.uri, attempt: 0)
+    }
+
+    /// The answer to a next-link fetch: its body continues the client's body; its instructions replace the stream's.
+    private func linkAnswered(head: HTTPResponseHead, fields: [HTTPField], body: [UInt8], isGrip: Bool) {
+        guard (200..<300).contains(Int(head.status.code)) else {
+            linkFailed(reason: "next link answered \(head.status.code)")
+            return
+        }
+        var instruction: GripInstruction?
+        if isGrip {
+            do {
+                instruction = try GripInstructionParser.parse(
+                    code: Int(head.status.code), reason: head.status.reasonPhrase, headers: fields, body: body,
+                    maxChannels: configuration.delivery.subscriptionsPerConnection
+                )
+            } catch {
+                logger.warning("next link answer has invalid instructions: \(error)")
+                endStreamedResponse()
+                return
+            }
+        }
+        let content = instruction?.response.body ?? body
+        switch instruction?.holdMode {
+        case .stream?:
+            establishStreamHold(instruction!)
+        case .response?:
+            if !content.isEmpty { write(.body(.byteBuffer(ByteBuffer(bytes: content)))) }
+            endStreamedResponse()
+        case nil:
+            if !content.isEmpty { write(.body(.byteBuffer(ByteBuffer(bytes: content)))) }
+            context?.flush()
+            if let link = instruction?.nextLink {
+                unsubscribeAll()
+                phase = .paging
+                startLinkCall(uri: link.uri, attempt: 0)
+            } else {
+                endStreamedResponse()
+            }
+        }
+    }
+
+    /// grip-http 7: retried up to 5 times with exponential back-off, then the response ends.
+    private func linkFailed(reason: String) {
+        guard let current = call, case .nextLink(let uri, let attempt) = current.purpose, let context else { return }
+        let delays = configuration.backend.retryDelays
+        guard attempt < delays.count else {
+            logger.warning("next link \(uri) failed: \(reason); ending response")
+            call = nil
+            endStreamedResponse()
+            return
+        }
+        let delay = TimeAmount.milliseconds(Int64(delays[attempt] * 1000) + Int64.random(in: 0..<1000))
+        let id = current.id
+        call?.task = nil
+        context.eventLoop.scheduleTask(in: delay) { [self] in
+            guard self.call?.id == id else { return }
+            self.startLinkCall(uri: uri, attempt: attempt + 1)
+        }
+    }
+
+    // MARK: Subscriptions
+
+    private func updateSubscriptions(_ channels: [String], kind: Hub.SubscriptionKind) {
+        guard let context else { return }
+        let hub = gateway.hub
+        if kind != subscriptionKind {
+            unsubscribeAll()
+            subscriptionKind = kind
+        }
+        let new = Set(channels)
+        for channel in subscribedChannels where !new.contains(channel) {
+            hub.unsubscribe(self, channel: channel, kind: subscriptionKind, on: context.eventLoop)
+        }
+        let old = Set(subscribedChannels)
+        for channel in channels where !old.contains(channel) {
+            hub.subscribe(self, channel: channel, kind: kind, on: context.eventLoop)
+        }
+        subscribedChannels = channels
+    }
+
+    private func unsubscribeAll() {
+        guard !subscribedChannels.isEmpty, let context else {
+            subscribedChannels = []
+            return
+        }
+        for channel in subscribedChannels {
+            gateway.hub.unsubscribe(self, channel: channel, kind: subscriptionKind, on: context.eventLoop)
+        }
+        subscribedChannels = []
+        gateway.hub.shard(for: context.eventLoop).setDeadline(nil, for: self)
+    }
+
+    private func updateDeadline() {
+        guard let context else { return }
+        let deadline: NIODeadline?
+        switch phase {
+        case .responseHold(let hold):
+            deadline = hold.timeoutDeadline
+        case .streamHold(let hold):
+            deadline = [hold.keepAliveDeadline, hold.linkDeadline].compactMap { $0 }.min()
+        default:
+            deadline = nil
+        }
+        gateway.hub.shard(for: context.eventLoop).setDeadline(deadline, for: self)
+    }
+
+    private func filterContext(_ hold: Hold, channel: HeldChannel, itemMeta: [String: String]) -> FilterContext {
+        var lastIDs: [String: String] = [:]
+        for held in hold.channels { if let id = held.expectedPrevID { lastIDs[held.name] = id } }
+        return FilterContext(filters: channel.filters, subscriptionMeta: hold.meta, itemMeta: itemMeta, lastIDs: lastIDs)
+    }
+}
+
+// MARK: - Published items, re-checks and deadlines
+
+extension HTTPProxyHandler: HubSubscriber {
+    func deliver(_ publish: PreparedPublish, channel: String) {
+        switch phase {
+        case .responseHold(var hold):
+            guard let format = publish.item.httpResponse,
+                  let index = hold.channels.firstIndex(where: { $0.name == channel }) else { return }
+            if let expected = hold.channels[index].expectedPrevID {
+                guard publish.item.prevID == expected else {
+                    // Gap: ask the backend to fill it (reliability.md 4).
+                    gateway.hub.forgetLastID(of: channel)
+                    resendHold(hold)
+                    return
+                }
+                hold.channels[index].expectedPrevID = publish.item.id
+                phase = .responseHold(hold)
+            }
+            switch format.action {
+            case .close:
+                return
+            case .hint:
+                resendHold(hold)
+                return
+            case .send:
+                break
+            }
+            let subscribed = Set(hold.channels.map(\.name))
+            let outcome = SubscriptionFilters.evaluate(
+                filterContext(hold, channel: hold.channels[index], itemMeta: publish.item.meta),
+                content: format.body ?? [], formatContentFilters: format.contentFilters,
+                isSubscribed: { subscribed.contains($0) }
+            )
+            let body: ByteBuffer
+            switch outcome {
+            case .drop:
+                return
+            case .error(let message):
+                sendErrorResponse(status: .badGateway, message: "Error while proxying to origin.\n", detail: message)
+                return
+            case .send(let bytes):
+                if hold.channels[index].filters.contains(where: { $0 == "var-subst" || $0 == "build-id" }) {
+                    body = ByteBuffer(bytes: bytes)
+                } else if let patch = format.bodyPatch, format.body == nil {
+                    guard let patched = Self.applyPatch(patch, to: hold.response.body) else {
+                        sendErrorResponse(status: .badGateway, message: "Error while proxying to origin.\n", detail: "body-patch failed")
+                        return
+                    }
+                    body = ByteBuffer(bytes: patched)
+                } else {
+                    body = publish.responseBody ?? ByteBuffer()
+                }
+            }
+            // A re-send still out is superseded by this item (decisions D15).
+            call?.task?.cancel()
+            call = nil
+            let code = format.code ?? 200
+            var headers = hold.response.headers
+            for field in format.headers where !field.name.hasCaseInsensitivePrefix("Grip-") {
+                headers.removeAll(named: field.name)
+            }
+            for field in format.headers where !field.name.hasCaseInsensitivePrefix("Grip-") {
+                headers.append(field)
+            }
+            logAccess(status: code, route: exchange?.route, hold: "response")
+            sendResponse(status: HTTPResponseStatus(statusCode: code, reasonPhrase: format.reason ?? HTTPStatusReason.phrase(for: code)),
+                         headers: headers, body: body)
+
+        case .streamHold(var hold):
+            guard let format = publish.item.httpStream,
+                  let index = hold.channels.firstIndex(where: { $0.name == channel }) else { return }
+            if let expected = hold.channels[index].expectedPrevID {
+                guard publish.item.prevID == expected else {
+                    gateway.hub.forgetLastID(of: channel)
+                    if let link = hold.nextLink {
+                        if call == nil { startLinkCall(uri: link.uri, attempt: 0) }
+                    } else {
+                        endStreamedResponse()
+                    }
+                    return
+                }
+                hold.channels[index].expectedPrevID = publish.item.id
+            }
+            switch format.action {
+            case .close:
+                endStreamedResponse()
+                return
+            case .hint:
+                if let link = hold.nextLink, call == nil { startLinkCall(uri: link.uri, attempt: 0) }
+                return
+            case .send:
+                break
+            }
+            let subscribed = Set(hold.channels.map(\.name))
+            let outcome = SubscriptionFilters.evaluate(
+                filterContext(hold, channel: hold.channels[index], itemMeta: publish.item.meta),
+                content: format.content, formatContentFilters: format.contentFilters,
+                isSubscribed: { subscribed.contains($0) }
+            )
+            switch outcome {
+            case .drop:
+                phase = .streamHold(hold)
+                return
+            case .error(let message):
+                logger.warning("stream filter error: \(message); ending stream")
+                endStreamedResponse()
+                return
+            case .send(let bytes):
+                let isRewritten = hold.channels[index].filters.contains { $0 == "var-subst" || $0 == "build-id" }
+                if let shared = publish.streamContent, !isRewritten {
+                    write(.body(.byteBuffer(shared)))
+                } else if !bytes.isEmpty {
+                    write(.body(.byteBuffer(ByteBuffer(bytes: bytes))))
+                }
+            }
+            if let keepAlive = hold.keepAlive, keepAlive.mode == .idle {
+                hold.keepAliveDeadline = keepAliveDeadline(keepAlive)
+            }
+            phase = .streamHold(hold)
+            updateDeadline()
+            context?.flush()
+
+        default:
+            return
+        }
+    }
+
+    func recheck(channel: String?) {
+        switch phase {
+        case .responseHold(let hold):
+            resendHold(hold)
+        case .streamHold(let hold):
+            if let link = hold.nextLink, call == nil { startLinkCall(uri: link.uri, attempt: 0) }
+        default:
+            return
+        }
+    }
+
+    /// Re-sends the original request for a response hold, which stays subscribed meanwhile (decisions D15).
+    private func resendHold(_ hold: Hold) {
+        guard let exchange, case .test = exchange.route.targets.first?.kind else {
+            startRequestCall(targetIndex: 0, isRecheck: true, gripLast: gripLastHeaders(hold.channels))
+            return
+        }
+    }
+
+    func deadlineReached(now: NIODeadline) {
+        switch phase {
+        case .responseHold(let hold):
+            if let deadline = hold.timeoutDeadline, deadline <= now {
+                logAccess(status: hold.response.code, route: exchange?.route, hold: "response-timeout")
+                sendResponse(hold.response)
+            } else {
+                updateDeadline()
+            }
+        case .streamHold(var hold):
+            if let keepAlive = hold.keepAlive, let deadline = hold.keepAliveDeadline, deadline <= now {
+                write(.body(.byteBuffer(ByteBuffer(bytes: keepAlive.data))))
+                context?.flush()
+                hold.keepAliveDeadline = keepAliveDeadline(keepAlive)
+            }
+            if let link = hold.nextLink, let deadline = hold.linkDeadline, deadline <= now {
+                hold.linkDeadline = now + .seconds(Int64(link.timeoutSeconds))
+                if call == nil { startLinkCall(uri: link.uri, attempt: 0) }
+            }
+            if case .streamHold = phase { phase = .streamHold(hold) }
+            updateDeadline()
+        default:
+            return
+        }
+    }
+}
+
+// MARK: - Backend answers
+
+extension HTTPProxyHandler: BackendCallReceiver {
+    func backendResponseHead(call id: UInt64, _ head: HTTPResponseHead) -> EventLoopFuture<Void> {
+        guard let context, var current = call, current.id == id, let exchange else {
+            return (self.context?.eventLoop ?? gateway.hub.anyLoop).makeSucceededVoidFuture()
+        }
+        current.head = head
+        if case .request(_, let isRecheck) = current.purpose, !isRecheck, case .forwarding = phase,
+           exchange.route.noGrip || !GripInstructionParser.hasInstructions(head.headers.fields) {
+            // Plain answer: stream it through (a 100 MB body is never held whole).
+            current.relaying = true
+            call = current
+            phase = .relaying
+            logAccess(status: Int(head.status.code), route: exchange.route, hold: nil)
+            writeHead(status: head.status, headers: BackendRequest.clientResponseHeaders(head.headers.fields))
+            context.flush()
+            return context.eventLoop.makeSucceededVoidFuture()
+        }
+        call = current
+        return context.eventLoop.makeSucceededVoidFuture()
+    }
+
+    func backendResponseBody(call id: UInt64, _ buffer: ByteBuffer) -> EventLoopFuture<Void> {
+        guard let context, var current = call, current.id == id else {
+            return (self.context?.eventLoop ?? gateway.hub.anyLoop).makeSucceededVoidFuture()
+        }
+        if current.relaying {
+            guard exchange?.isHead == false else { return context.eventLoop.makeSucceededVoidFuture() }
+            // Back-pressure: the next part is read once this one reached the socket.
+            return context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(buffer))))
+        }
+        call = nil  // avoid a copy of the accumulated body while appending
+        var incoming = buffer
+        if current.body == nil {
+            current.body = incoming
+        } else {
+            current.body!.writeBuffer(&incoming)
+        }
+        // grip-http 2: an instruct body over 100,000 bytes is a 502; a re-check answer may be a plain one.
+        let limit: Int
+        if case .request(_, let isRecheck) = current.purpose, !isRecheck {
+            limit = BackendRequest.maxResendableBody
+        } else {
+            limit = configuration.client.maxRequestBody
+        }
+        if current.body!.readableBytes > limit {
+            current.task?.cancel()
+            if case .nextLink = current.purpose {
+                call = current
+                endStreamedResponse()
+            } else {
+                sendErrorResponse(status: .badGateway, message: "Error while proxying to origin.\n",
+                                  detail: "GRIP instruct response too large")
+            }
+            return context.eventLoop.makeSucceededVoidFuture()
+        }
+        call = current
+        return context.eventLoop.makeSucceededVoidFuture()
+    }
+
+    func backendResponseEnd(call id: UInt64) {
+        guard let current = call, current.id == id else { return }
+        if current.relaying {
+            call = nil
+            finishExchange()
+            return
+        }
+        call = nil
+        guard let head = current.head else { return }
+        backendAnswered(head: head, body: current.body, purpose: current.purpose)
+    }
+
+    func backendFailed(call id: UInt64, _ failure: BackendFailure) {
+        guard let current = call, current.id == id, let exchange else { return }
+        switch current.purpose {
+        case .nextLink:
+            if current.relaying || current.body != nil {
+                call = nil
+                endStreamedResponse()
+            } else {
+                linkFailed(reason: failure.description)
+            }
+        case .request(let targetIndex, let isRecheck):
+            if current.relaying {
+                // The body already started: it just ends (decisions D2). Close, since its length is now wrong.
+                logger.warning("backend failed mid-response: \(failure)")
+                call = nil
+                self.exchange?.keepAlive = false
+                context?.close(promise: nil)
+                return
+            }
+            if case .connectFailed = failure, current.head == nil, targetIndex + 1 < exchange.route.targets.count {
+                call = nil
+                startRequestCall(targetIndex: targetIndex + 1, isRecheck: isRecheck,
+                                 gripLast: isRecheckGripLast())
+                return
+            }
+            call = nil
+            if isRecheck {
+                // The hold stays; the client is not failed because a re-check did not get through.
+                logger.warning("hold re-check failed: \(failure)")
+                return
+            }
+            if case .timedOut = failure, current.head == nil {
+                sendErrorResponse(status: .gatewayTimeout, message: "Timeout while proxying to origin.\n",
+                                  detail: "Timeout while proxying to origin.")
+            } else {
+                let tried = exchange.route.targets.compactMap { target -> String? in
+                    if case .backend(let host, let port) = target.kind { return "\(host):\(port)" }
+                    return nil
+                }.joined(separator: ", ")
+                sendErrorResponse(status: .badGateway, message: "Error while proxying to origin.\n",
+                                  detail: "Unable to connect to any targets. Tried: \(tried) (\(failure))")
+            }
+        }
+    }
+
+    private func isRecheckGripLast() -> [HTTPField] {
+        if case .responseHold(let hold) = phase { return gripLastHeaders(hold.channels) }
+        return []
+    }
+}
+
+// MARK: - Test target
+
+extension HTTPProxyHandler {
+    /// Answers a request for the built-in `test` target (routes.md 3).
+    func answerTestTarget(_ answer: TestTarget.Answer) {
+        switch answer {
+        case .response(let response):
+            logAccess(status: response.code, route: exchange?.route, hold: nil)
+            sendResponse(response)
+        case .hold(let instruction):
+            switch instruction.holdMode {
+            case .stream?: establishStreamHold(instruction)
+            default:
+                logAccess(status: 200, route: exchange?.route, hold: "response")
+                establishResponseHold(instruction)
+            }
+        }
+    }
+
+    static func applyPatch(_ patch: JSONValue, to body: [UInt8]) -> [UInt8]? {
+        JSONPatch.applyToBody(patch, body: body)
+    }
+}
+
+extension Route {
+    /// Stands in when no route matched, so the error answer has an exchange to belong to.
+    static let placeholder: Route = {
+        guard let route = try? RoutesFile.parse(lines: ["*,no_grip 127.0.0.1:9"]).routes.first else {
+            preconditionFailure("the placeholder route must parse")
+        }
+        return route
+    }()
+}

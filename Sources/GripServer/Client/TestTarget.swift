@@ -1,0 +1,61 @@
+import Foundation
+import GripCore
+
+/// The built-in `test` target (routes.md 3, decisions D1): answers locally, so `gripproxy` with no
+/// configuration holds `/stream` on channel `test`.
+enum TestTarget {
+    enum Answer {
+        case response(GripResponse)
+        case hold(GripInstruction)
+    }
+
+    static func answer(method: String, uri: String, route: Route, bodySize: Int) -> Answer {
+        let parts = uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
+        var path = route.testTargetPath(String(parts.first ?? "/"))
+        if path.count > 1 && path.hasSuffix("/") { path.removeLast() }
+        if path.isEmpty { path = "/" }
+        if bodySize > 100_000 {
+            return .response(textResponse(400, "request too large\n"))
+        }
+        var channels: [String] = []
+        if parts.count > 1 {
+            for pair in parts[1].split(separator: "&") {
+                let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+                if kv.count == 2, kv[0] == "channel" {
+                    let raw = String(kv[1]).replacingOccurrences(of: "+", with: " ")
+                    channels.append(raw.removingPercentEncoding ?? raw)
+                }
+            }
+        }
+        if channels.isEmpty { channels = ["test"] }
+        let subscriptions = channels.map { GripChannelSubscription(name: $0, prevID: nil, filters: []) }
+        switch path {
+        case "/":
+            return .response(textResponse(200, "Hello from the Pushpin test handler!\n"))
+        case "/response":
+            return .hold(GripInstruction(
+                holdMode: .response, channels: subscriptions, timeoutSeconds: 55, keepAlive: nil, nextLink: nil,
+                meta: [:], exposeHeaders: nil, response: textResponse(200, "nothing for now\n")
+            ))
+        case "/stream":
+            return .hold(GripInstruction(
+                holdMode: .stream, channels: subscriptions, timeoutSeconds: 55, keepAlive: nil, nextLink: nil,
+                meta: [:], exposeHeaders: nil, response: textResponse(200, "[stream opened]\n")
+            ))
+        default:
+            return .response(textResponse(404, "no such test resource\n"))
+        }
+    }
+
+    static func textResponse(_ code: Int, _ body: String) -> GripResponse {
+        GripResponse(code: code, reason: HTTPStatusReason.phrase(for: code),
+                     headers: [HTTPField("Content-Type", "text/plain")], body: Array(body.utf8))
+    }
+
+    static func handle(exchange: HTTPProxyHandler.Exchange, handler: HTTPProxyHandler) {
+        handler.answerTestTarget(answer(
+            method: exchange.request.method.rawValue, uri: exchange.request.uri, route: exchange.route,
+            bodySize: exchange.request.body?.readableBytes ?? 0
+        ))
+    }
+}

@@ -1,0 +1,158 @@
+import Foundation
+import GripCore
+import Logging
+import NIOCore
+import NIOExtras
+import NIOPosix
+import ServiceLifecycle
+
+/// The gateway as a swift-service-lifecycle `Service`: owns the event loops' hub, the backend client and both
+/// listeners; reloads the routes file when it changes; quiesces on graceful shutdown (long-polls get their
+/// timeout response, streams end, then the process exits).
+package final class GatewayService: Service, Sendable {
+    package let configuration: GatewayConfiguration
+    package let group: MultiThreadedEventLoopGroup
+    package let context: GatewayContext
+    private let logger: Logger
+
+    package init(configuration: GatewayConfiguration, logger: Logger) {
+        self.configuration = configuration
+        self.logger = logger
+        self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.eventLoopThreads))
+        let signer = GripSigner()
+        let backend = BackendClient(group: group, configuration: configuration.backend, signer: signer)
+        let hub = Hub(group: group, configuration: configuration.delivery, logger: logger)
+        self.context = GatewayContext(
+            configuration: configuration, routes: RouteStore(routes: configuration.routes), backend: backend, hub: hub, logger: logger
+        )
+    }
+
+    /// Every Grip-Sig identity the routes need.
+    private func signingIdentities(_ routes: [Route]) -> Set<GripSigner.Identity> {
+        var identities: Set<GripSigner.Identity> = [.init(key: configuration.backend.sigKey, issuer: configuration.backend.sigIss)]
+        for route in routes {
+            if let key = route.sigKey, let iss = route.sigIss { identities.insert(.init(key: key, issuer: iss)) }
+        }
+        return identities
+    }
+
+    package func run() async throws {
+        try await context.backend.signer.prepare(signingIdentities(configuration.routes))
+        context.hub.start()
+        let quiesce = ServerQuiescingHelper(group: group)
+        var clientChannels: [Channel] = []
+        let publishChannel: Channel
+        do {
+            for address in configuration.client.listen {
+                let channel = try await ClientChannelInitializer.bootstrap(group: group, gateway: context, quiesce: quiesce)
+                    .bind(host: address.host, port: address.port).get()
+                clientChannels.append(channel)
+                logger.info("client listener on \(channel.localAddress.map { "\($0)" } ?? "\(address)")")
+            }
+            publishChannel = try await PublishChannelInitializer.bootstrap(
+                group: group, hub: context.hub, configuration: configuration.publish, logger: logger
+            ).bind(host: configuration.publish.listen.host, port: configuration.publish.listen.port).get()
+            logger.info("publish listener on \(publishChannel.localAddress.map { "\($0)" } ?? "\(configuration.publish.listen)")")
+        } catch {
+            logger.error("cannot listen: \(error)")
+            for channel in clientChannels { try? await channel.close() }
+            try? await shutdownResources()
+            throw error
+        }
+
+        await withTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { await self.watchRoutesFile() }
+            tasks.addTask { await self.refreshTokens() }
+            try? await gracefulShutdown()
+            tasks.cancelAll()
+        }
+
+        logger.info("shutting down: quiescing connections")
+        try? await publishChannel.close()
+        let drained = group.next().makePromise(of: Void.self)
+        quiesce.initiateShutdown(promise: drained)
+        // Holds end promptly on quiesce; do not wait forever for clients that never read.
+        _ = try? await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await drained.futureResult.get() }
+            tasks.addTask { try await Task.sleep(for: .seconds(10)) }
+            try await tasks.next()
+            tasks.cancelAll()
+        }
+        try? await shutdownResources()
+        logger.info("stopped")
+    }
+
+    private func shutdownResources() async throws {
+        context.hub.stop()
+        try? await context.backend.shutdown()
+        try await group.shutdownGracefully()
+    }
+
+    /// Re-signs Grip-Sig tokens before they come within the refresh margin (decisions D5).
+    private func refreshTokens() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .seconds(60))
+            if Task.isCancelled { return }
+            do {
+                try await context.backend.signer.prepare(context.backend.signer.identities)
+            } catch {
+                logger.error("cannot sign Grip-Sig: \(error)")
+            }
+        }
+    }
+
+    /// routes.md 1: about 1 s after the file changes, re-read it and swap the table; a malformed file keeps
+    /// the old table (decisions D3).
+    private func watchRoutesFile() async {
+        guard let path = configuration.routesFile else { return }
+        var lastStamp = Self.stamp(path)
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .seconds(1))
+            let stamp = Self.stamp(path)
+            if stamp != lastStamp || ReloadSignal.shared.consume() {
+                lastStamp = stamp
+                await reloadRoutes(from: path)
+            }
+        }
+    }
+
+    package func reloadRoutes(from path: String) async {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            logger.error("routes file \(path) unreadable; keeping the current routes")
+            return
+        }
+        do {
+            let (routes, warnings) = try RoutesFile.parse(text, fileName: path)
+            for warning in warnings { logger.warning("\(warning)") }
+            try await context.backend.signer.prepare(signingIdentities(routes))
+            context.routes.replace(with: routes)
+            logger.info("routes reloaded from \(path): \(routes.count) routes")
+        } catch {
+            logger.error("routes reload rejected, keeping the current routes: \(error)")
+        }
+    }
+
+    private static func stamp(_ path: String) -> String? {
+        guard let attributes = try? FileManager.default.attributesOfItem(atPath: path) else { return nil }
+        let date = (attributes[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0
+        let size = (attributes[.size] as? NSNumber)?.intValue ?? 0
+        return "\(date)-\(size)"
+    }
+}
+
+/// Set by the SIGHUP handler; the routes watcher reloads on its next tick.
+package final class ReloadSignal: Sendable {
+    package static let shared = ReloadSignal()
+    private let flag = NIOLockedValueBoxBool()
+
+    package func request() { flag.set(true) }
+    package func consume() -> Bool { flag.exchange(false) }
+}
+
+import NIOConcurrencyHelpers
+
+final class NIOLockedValueBoxBool: Sendable {
+    private let box = NIOLockedValueBox(false)
+    func set(_ value: Bool) { box.withLockedValue { $0 = value } }
+    func exchange(_ value: Bool) -> Bool { box.withLockedValue { old in defer { old = value }; return old } }
+}

@@ -1,0 +1,85 @@
+import GripCore
+import NIOCore
+
+/// Everything the gateway needs to run, built by the CLI from flags and pushpin.conf and passed down.
+/// Defaults match Pushpin 1.36's shipped configuration (routes.md 5) and spec/decisions.md.
+package struct GatewayConfiguration: Sendable {
+    package struct ListenAddress: Sendable, Equatable, CustomStringConvertible {
+        package var host: String
+        package var port: Int
+        package init(host: String, port: Int) {
+            self.host = host
+            self.port = port
+        }
+        package var description: String { "\(host):\(port)" }
+
+        /// Parses `[ADDR:]PORT`; a bare port binds `defaultHost`.
+        package static func parse(_ text: String, defaultHost: String) -> ListenAddress? {
+            var host = defaultHost
+            var portText = Substring(text)
+            if let colon = text.lastIndex(of: ":") {
+                host = String(text[..<colon])
+                portText = text[text.index(after: colon)...]
+                if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+                if host.isEmpty || host == "*" { host = "0.0.0.0" }
+            }
+            guard let port = Int(portText), (0...65535).contains(port) else { return nil }
+            return ListenAddress(host: host, port: port)
+        }
+    }
+
+    package struct Client: Sendable {
+        package var listen: [ListenAddress] = [ListenAddress(host: "0.0.0.0", port: 7999)]
+        /// Request line plus headers must fit (`client_buffer_size`); beyond it: 431.
+        package var maxHeadBytes = 8192
+        /// `client_maxconn`: past it new connections get 503 (decisions D16).
+        package var maxConnections = 50_000
+        /// Largest client request body kept in memory to forward (and re-send on re-checks).
+        package var maxRequestBody = 64 * 1024 * 1024
+        /// Queued outbound bytes allowed per connection before it is closed (decisions D8).
+        package var writeBufferMax = 1_048_576
+        package init() {}
+    }
+
+    package struct Backend: Sendable {
+        package var sigIss = "pushpin"
+        package var sigKey = "changeme"
+        /// No response head within this many seconds: 504 (decisions D2).
+        package var timeoutSeconds: Int64 = 600
+        /// Retry delays for next-link fetches and WebSocket-over-HTTP (seconds).
+        package var retryDelays: [Double] = [1, 2, 4, 8, 16]
+        package var debug = false
+        package var setXForwardedProtocol = "proto-only"
+        package var xForwardedFor: [String] = []
+        package var acceptPushpinRoute = false
+        package init() {}
+    }
+
+    package struct Publish: Sendable {
+        package var listen = ListenAddress(host: "127.0.0.1", port: 5561)
+        package var maxBodyBytes = 1_000_000
+        package var maxHeadBytes = 10_000
+        package init() {}
+    }
+
+    package struct Delivery: Sendable {
+        package var messageWaitMilliseconds = 5000
+        package var idCacheTTLSeconds = 60
+        package var subscriptionsPerConnection = 20
+        package var subscriptionLingerSeconds = 60
+        /// How long after a channel's first subscription its response holds are re-checked.
+        package var firstSubscriptionRecheckMilliseconds: Int64 = 1000
+        package init() {}
+    }
+
+    package var client = Client()
+    package var backend = Backend()
+    package var publish = Publish()
+    package var delivery = Delivery()
+    /// The routes, and where they came from (nil: `--route` lines or the built-in default; no reload).
+    package var routes: [Route] = []
+    package var routesFile: String?
+    package var eventLoopThreads = System.coreCount
+
+    package init() {}
+}

@@ -1,0 +1,94 @@
+import GripCore
+import NIOCore
+
+/// What a shard calls on a subscribed connection. Implemented by the client handlers; always called on the
+/// subscriber's own event loop.
+package protocol HubSubscriber: AnyObject {
+    /// An item released for `channel` (the name as subscribed, prefix included).
+    func deliver(_ publish: PreparedPublish, channel: String)
+    /// The first-subscription re-check (grip-http 5.6) or `POST /recover` for `channel` (nil: every channel).
+    func recheck(channel: String?)
+    /// The sweep found this subscriber's deadline passed.
+    func deadlineReached(now: NIODeadline)
+}
+
+/// The subscriptions of one event loop. Loop-confined: only code running on `eventLoop` touches it, so no
+/// lock is on the delivery path (ARCHITECTURE "Keeping per-connection memory low" 3).
+package final class SubscriptionShard {
+    package let eventLoop: EventLoop
+    private var channels: [String: [ObjectIdentifier: HubSubscriber]] = [:]
+    /// Subscribers with a pending deadline (hold timeout, keep-alive), swept by one repeated task per loop.
+    private var deadlines: [ObjectIdentifier: (deadline: NIODeadline, subscriber: HubSubscriber)] = [:]
+
+    package init(eventLoop: EventLoop) {
+        self.eventLoop = eventLoop
+    }
+
+    /// Adds the subscriber; returns true when it is the first subscriber of `channel` on this loop.
+    @discardableResult
+    package func add(_ subscriber: HubSubscriber, channel: String) -> Bool {
+        eventLoop.assertInEventLoop()
+        let key = ObjectIdentifier(subscriber)
+        if channels[channel] == nil {
+            channels[channel] = [key: subscriber]
+            return true
+        }
+        channels[channel]![key] = subscriber
+        return false
+    }
+
+    package func remove(_ subscriber: HubSubscriber, channel: String) {
+        eventLoop.assertInEventLoop()
+        let key = ObjectIdentifier(subscriber)
+        guard var subscribers = channels[channel] else { return }
+        subscribers.removeValue(forKey: key)
+        channels[channel] = subscribers.isEmpty ? nil : subscribers
+    }
+
+    package func setDeadline(_ deadline: NIODeadline?, for subscriber: HubSubscriber) {
+        eventLoop.assertInEventLoop()
+        let key = ObjectIdentifier(subscriber)
+        if let deadline {
+            deadlines[key] = (deadline, subscriber)
+        } else {
+            deadlines.removeValue(forKey: key)
+        }
+    }
+
+    package func deliver(_ publish: PreparedPublish) {
+        eventLoop.assertInEventLoop()
+        guard let subscribers = channels[publish.channel] else { return }
+        // A snapshot: delivery may end holds, which unsubscribes them while we iterate.
+        for subscriber in subscribers.values {
+            subscriber.deliver(publish, channel: publish.channel)
+        }
+    }
+
+    package func recheck(channel: String?) {
+        eventLoop.assertInEventLoop()
+        if let channel {
+            guard let subscribers = channels[channel] else { return }
+            for subscriber in subscribers.values { subscriber.recheck(channel: channel) }
+        } else {
+            var seen = Set<ObjectIdentifier>()
+            for subscribers in channels.values {
+                for (key, subscriber) in subscribers where seen.insert(key).inserted {
+                    subscriber.recheck(channel: nil)
+                }
+            }
+        }
+    }
+
+    /// Calls every subscriber whose deadline has passed. Run by the loop's sweep task.
+    package func sweep(now: NIODeadline) {
+        eventLoop.assertInEventLoop()
+        var due: [HubSubscriber] = []
+        for (key, entry) in deadlines where entry.deadline <= now {
+            due.append(entry.subscriber)
+            deadlines.removeValue(forKey: key)
+        }
+        for subscriber in due { subscriber.deadlineReached(now: now) }
+    }
+
+    package var subscriptionCount: Int { channels.values.reduce(0) { $0 + $1.count } }
+}

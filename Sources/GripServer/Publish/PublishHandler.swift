@@ -1,0 +1,180 @@
+import GripCore
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// The publish/control listener (publish-api.md): `POST /publish/`, `POST /recover`, with Pushpin's exact
+/// statuses and texts. Every answer carries `Content-Length` and `Connection: close`, as Pushpin's do.
+final class PublishHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private enum Endpoint { case root, publish, recover, notFound }
+
+    private enum State {
+        case idle
+        case receiving(head: HTTPRequestHead, endpoint: Endpoint, body: ByteBuffer?)
+        /// The answer is decided (an error found early); the rest of the request is read and ignored.
+        case discarding
+        case done
+    }
+
+    private let hub: Hub
+    private let configuration: GatewayConfiguration.Publish
+    private let logger: Logger
+    private var state: State = .idle
+    private var wantsJSON = false
+
+    init(hub: Hub, configuration: GatewayConfiguration.Publish, logger: Logger) {
+        self.hub = hub
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            guard case .idle = state else { return }
+            headReceived(head, context: context)
+        case .body(var part):
+            guard case .receiving(let head, let endpoint, var body) = state else { return }
+            state = .discarding
+            if body == nil { body = part } else { body!.writeBuffer(&part) }
+            if body!.readableBytes > configuration.maxBodyBytes {
+                respond(context: context, status: .badRequest, text: "Request body too large.\n")
+                return
+            }
+            state = .receiving(head: head, endpoint: endpoint, body: body)
+        case .end:
+            guard case .receiving(let head, let endpoint, let body) = state else { return }
+            requestComplete(head: head, endpoint: endpoint, body: body ?? ByteBuffer(), context: context)
+        }
+    }
+
+    private func headReceived(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+        // The target is matched as sent; one trailing slash is ignored; any query makes it unknown.
+        var path = head.uri
+        if path.count > 1 && path.hasSuffix("/") { path.removeLast() }
+        let endpoint: Endpoint
+        switch path {
+        case "/": endpoint = .root
+        case "/publish": endpoint = .publish
+        case "/recover": endpoint = .recover
+        default: endpoint = .notFound
+        }
+        let accept = head.headers["Accept"]
+        if !accept.isEmpty {
+            switch Self.negotiate(accept.joined(separator: ",")) {
+            case .some(let json): wantsJSON = json
+            case .none:
+                state = .discarding
+                respond(context: context, status: .notAcceptable,
+                        text: "Not Acceptable. Supported formats are text/plain and application/json.\n")
+                return
+            }
+        }
+        let hasBodyMethod = ![.GET, .HEAD, .DELETE, .OPTIONS].contains(head.method)
+        let lengths = head.headers["Content-Length"]
+        let chunked = head.headers["Transfer-Encoding"].contains { $0.lowercased().contains("chunked") }
+        if endpoint == .publish || endpoint == .recover, head.method == .POST {
+            if chunked || (hasBodyMethod && lengths.isEmpty) {
+                state = .discarding
+                respond(context: context, status: .lengthRequired, text: "Request requires Content-Length.\n")
+                return
+            }
+            guard let length = lengths.first.flatMap({ Int($0.trimmingCharacters(in: .whitespaces)) }), length >= 0 else {
+                state = .discarding
+                respond(context: context, status: .badRequest, text: "Bad Content-Length.\n")
+                return
+            }
+            if length > configuration.maxBodyBytes {
+                state = .discarding
+                respond(context: context, status: .badRequest, text: "Request body too large.\n")
+                return
+            }
+            if head.headers["Expect"].contains(where: { $0.lowercased() == "100-continue" }) {
+                context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .continue))), promise: nil)
+            }
+        }
+        state = .receiving(head: head, endpoint: endpoint, body: nil)
+    }
+
+    private func requestComplete(head: HTTPRequestHead, endpoint: Endpoint, body: ByteBuffer, context: ChannelHandlerContext) {
+        switch endpoint {
+        case .root:
+            respond(context: context, status: .ok, text: "Pushpin API\n")
+        case .notFound:
+            respond(context: context, status: .notFound, text: "Not Found\n")
+        case .publish, .recover:
+            guard head.method == .POST else {
+                respond(context: context, status: .methodNotAllowed, text: "Method not allowed: \(head.method.rawValue).\n",
+                        extraHeaders: [("Allow", "POST")])
+                return
+            }
+            if endpoint == .recover {
+                hub.recover()
+                respond(context: context, status: .ok, text: "Updated\n", json: "{\"message\":\"Updated\"}\n")
+                return
+            }
+            do {
+                let items = try PublishRequestDecoder.decode(Array(body.readableBytesView))
+                hub.publish(items)
+                logger.info("publish accepted", metadata: ["items": "\(items.count)", "channels": "\(Set(items.map(\.channel)).sorted())"])
+                respond(context: context, status: .ok, text: "Published\n", json: "{\"message\":\"Published\"}\n")
+            } catch {
+                logger.info("publish rejected: \(error.message)")
+                respond(context: context, status: .badRequest, text: error.message + "\n")
+            }
+        }
+    }
+
+    /// publish-api 1: the last listed acceptable type decides; nil means 406. Returns true for JSON.
+    static func negotiate(_ accept: String) -> Bool? {
+        var result: Bool?
+        for entry in accept.split(separator: ",") {
+            let type = entry.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() } ?? ""
+            switch type {
+            case "text/plain", "text/*", "*/*", "*": result = false
+            case "application/json", "application/*": result = true
+            default: continue
+            }
+        }
+        return result
+    }
+
+    private func respond(context: ChannelHandlerContext, status: HTTPResponseStatus, text: String, json: String? = nil,
+                         extraHeaders: [(String, String)] = []) {
+        let useJSON = wantsJSON && json != nil && status == .ok
+        let body = ByteBuffer(string: useJSON ? json! : text)
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: useJSON ? "application/json" : "text/plain")
+        for (name, value) in extraHeaders { headers.add(name: name, value: value) }
+        headers.add(name: "Content-Length", value: String(body.readableBytes))
+        headers.add(name: "Connection", value: "close")
+        state = .done
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in context.close(promise: nil) }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        logger.debug("publish connection error: \(error)")
+        context.close(promise: nil)
+    }
+}
+
+enum PublishChannelInitializer {
+    static func bootstrap(group: EventLoopGroup, hub: Hub, configuration: GatewayConfiguration.Publish, logger: Logger) -> ServerBootstrap {
+        ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                    try channel.pipeline.syncOperations.addHandler(PublishHandler(hub: hub, configuration: configuration, logger: logger))
+                }
+            }
+    }
+}

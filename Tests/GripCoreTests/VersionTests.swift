@@ -1,0 +1,3 @@
+import Testing
+@testable import GripCore
+@Test func versionIsSet() { #expect(!GripCoreVersion.string.isEmpty) }
