@@ -66,6 +66,9 @@ package final class BackendClient: Sendable {
             decompression: .disabled
         )
         clientConfiguration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 256)
+        // A refused connection must fail over to the next target (or 502) at once, as Pushpin does,
+        // not be retried by the pool until the connect timeout.
+        clientConfiguration.connectionPool.retryConnectionEstablishment = false
         clientConfiguration.httpVersion = .http1Only
         self.http = HTTPClient(eventLoopGroupProvider: .shared(group), configuration: clientConfiguration)
         var insecureTLS = TLSConfiguration.makeClientConfiguration()

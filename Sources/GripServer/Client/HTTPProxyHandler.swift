@@ -186,6 +186,20 @@ final class HTTPProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
         responseStarted = false
         let fields = head.headers.fields
+        // Decisions C6: a request head over client_buffer_size gets 431 (the decoder has already parsed it,
+        // so this measures the head as it was sent: request line plus "Name: value\r\n" lines).
+        let headSize = head.method.rawValue.utf8.count + head.uri.utf8.count + 12
+            + fields.reduce(0) { $0 + $1.name.utf8.count + $1.value.utf8.count + 4 } + 2
+        if headSize > configuration.client.maxHeadBytes {
+            exchange = Exchange(request: OriginalRequest(method: head.method, uri: head.uri, version: head.version, headers: [],
+                                                         body: nil, clientAddress: nil, isTLS: false),
+                                route: Route.placeholder, keepAlive: false)
+            phase = .receiving(body: nil)
+            logger.info("request head of \(headSize) bytes over client_buffer_size; 431")
+            sendResponse(status: .requestHeaderFieldsTooLarge, headers: [HTTPField("Content-Type", "text/plain")],
+                         body: "Request header fields too large.\n")
+            return
+        }
         let hostHeader = fields.first(named: "Host")
         let isTLS = false
         let isWebSocket = head.headers[canonicalForm: "Upgrade"].contains { $0.lowercased() == "websocket" }
