@@ -16,6 +16,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/adam-fowler/compress-nio.git", from: "1.5.0"),
     ],
     targets: [
         // Pure GRIP protocol logic: no sockets, no event loops, no clocks read, no locks.
@@ -24,11 +25,12 @@ let package = Package(
         .target(name: "GripServer", dependencies: [
             "GripCore",
             .product(name: "NIOCore", package: nio), .product(name: "NIOPosix", package: nio),
-            .product(name: "NIOHTTP1", package: nio),
+            .product(name: "NIOHTTP1", package: nio), .product(name: "NIOWebSocket", package: nio),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "NIOExtras", package: "swift-nio-extras"),
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "JWTKit", package: "jwt-kit"),
+            .product(name: "CompressNIO", package: "compress-nio"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),

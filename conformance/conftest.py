@@ -133,3 +133,13 @@ def healthy(env, backend, uid):
             assert p.status_code == 200, p.text
         assert env.target.alive()
     return check
+
+
+@pytest.fixture(scope="session")
+def ws_backend(env):
+    """The pass-through WebSocket backend (route /wspass/), started on first use."""
+    from harness.ws import PassThroughBackend
+    b = PassThroughBackend(env.ports.ws_backend)
+    b.start()
+    yield b
+    b.stop()

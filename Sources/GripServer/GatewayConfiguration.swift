@@ -72,7 +72,16 @@ package struct GatewayConfiguration: Sendable {
         package init() {}
     }
 
+    package struct WebSocket: Sendable {
+        /// Largest client message (and frame), inflated size; beyond it close 1009 (decisions W1).
+        package var maxMessageBytes = 1_048_576
+        /// Message content batched into one WebSocket-over-HTTP request (websocket-over-http 4).
+        package var maxRequestContentBytes = 200_000
+        package init() {}
+    }
+
     package var client = Client()
+    package var webSocket = WebSocket()
     package var backend = Backend()
     package var publish = Publish()
     package var delivery = Delivery()

@@ -7,7 +7,7 @@ ports, all odd numbers inside the block:
     block = base + 100 * worker_index          (gw0 -> 0, gw1 -> 1, ...)
     client = block+1, publish = block+3, backend = block+5,
     zmq (Pushpin only) = block+7, +9, +11, dead (nothing listens) = block+13,
-    spare backend = block+15, ws backend = block+17
+    spare backend = block+15, ws backend = block+17, aux = block+19, +21
 
 A port that is already taken is a start-up error, never silently replaced.
 """
@@ -44,9 +44,12 @@ class Ports:
     dead: int
     spare: int
     ws_backend: int
+    aux: tuple  # for a second, short-lived target instance
+
 
     def all_bound_by_us(self):
-        return [self.client, self.publish, self.backend, *self.zmq, self.spare, self.ws_backend]
+        return [self.client, self.publish, self.backend, *self.zmq, self.spare, self.ws_backend,
+                *self.aux]
 
 
 def worker_index() -> int:
@@ -63,7 +66,7 @@ def port_set(target: str, index: int) -> Ports:
         base += 2000  # two targets at once never share ports
     b = base + 100 * index
     return Ports(client=b + 1, publish=b + 3, backend=b + 5, zmq=(b + 7, b + 9, b + 11),
-                 dead=b + 13, spare=b + 15, ws_backend=b + 17)
+                 dead=b + 13, spare=b + 15, ws_backend=b + 17, aux=(b + 19, b + 21))
 
 
 def port_free(port: int) -> bool:

@@ -100,9 +100,11 @@ def test_stream_keep_alive_zero_timeout_becomes_one(env, backend, prefix, uid):
     s = open_stream(env, backend, prefix, grip_hold("stream", "s-" + uid, body="<",
                                                     keep_alive="k; timeout=0"))
     try:
-        t0 = time.monotonic()
-        assert s.wait_for("<kk", 5), s.body()
-        assert time.monotonic() - t0 >= 0.5
+        assert s.wait_for("<kk", 4), s.body()
+        time.sleep(3)
+        n = s.body().count(b"k")
+        # one keep-alive per 1 s minus a random 0-1 s: a few per second, not a flood
+        assert 3 <= n <= 60, n
     finally:
         s.close()
 
@@ -114,7 +116,7 @@ def test_stream_keep_alive_timing(env, backend, prefix, uid):
         t0 = s.events[0][0] if s.wait_for("<", 3) else time.monotonic()
         assert s.wait_for("<k", 5)
         t_ka = [t for t, b in s.events if b"k" in b][0]
-        assert 0.8 <= t_ka - t0 <= 2.6, t_ka - t0  # timeout minus a random 0-1 s
+        assert 0.5 <= t_ka - t0 <= 3.0, t_ka - t0  # timeout minus a random 0-1 s
     finally:
         s.close()
 
@@ -298,7 +300,12 @@ def test_stream_one_publish_reaches_many_streams(env, backend, prefix, uid, pub)
     try:
         for s in streams:
             ensure_stream_subscribed(s, pub, ch)
-        offs = [len(s.body()) for s in streams]
+        # probes for one stream also reach the others, maybe later: sync on a marker
+        pub.stream(ch, "sync-%s\n" % uid)
+        marker = ("sync-%s\n" % uid).encode()
+        for s in streams:
+            assert s.wait_for(marker, 5)
+        offs = [s.body().index(marker) + len(marker) for s in streams]
         pub.stream(ch, "to everyone\n")
         for s, off in zip(streams, offs):
             assert s.wait_for("to everyone\n", 5, start=off)

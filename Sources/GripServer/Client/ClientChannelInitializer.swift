@@ -44,9 +44,36 @@ enum ClientChannelInitializer {
         channel.closeFuture.whenComplete { _ in gateway.connectionClosed() }
         setKeepAliveTiming(channel)
         return channel.eventLoop.makeCompletedFuture {
-            try channel.pipeline.syncOperations.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: true)
-            try channel.pipeline.syncOperations.addHandler(HTTPProxyHandler(gateway: gateway))
+            try configurePipeline(channel: channel, gateway: gateway)
         }
+    }
+
+    /// NIO's HTTP/1.1 server pipeline, assembled here rather than by `configureHTTPServerPipeline` so that the
+    /// decoder's head limit is `client_buffer_size` and its overflow answers 431 (ClientProtocolErrorHandler).
+    /// The upgrade handler consults a per-connection `WebSocketHandshake` and removes itself after the first
+    /// request that is not a WebSocket upgrade, so held requests do not pay for it.
+    private static func configurePipeline(channel: Channel, gateway: GatewayContext) throws {
+        let encoder = HTTPResponseEncoder()
+        var limits = NIOHTTPDecoderLimitConfiguration()
+        limits.maxHeaderListSize = gateway.configuration.client.maxHeadBytes
+        limits.maxHeaderFieldSize = gateway.configuration.client.maxHeadBytes
+        let decoder = HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes, informationalResponseStrategy: .drop, limitConfiguration: limits)
+        let handshake = WebSocketHandshake(gateway: gateway, channel: channel)
+        let proxy = HTTPProxyHandler(gateway: gateway, handshake: handshake)
+        let httpHandlers: [RemovableChannelHandler] = [
+            ByteToMessageHandler(decoder), HTTPServerPipelineHandler(), ClientProtocolErrorHandler(),
+        ]
+        let upgrader = HTTPServerUpgradeHandler(
+            upgraders: [handshake.makeUpgrader()], httpEncoder: encoder, extraHTTPHandlers: httpHandlers,
+            upgradeCompletionHandler: { context in
+                _ = try? context.pipeline.syncOperations.removeHandler(proxy)
+            }
+        )
+        let sync = channel.pipeline.syncOperations
+        try sync.addHandler(encoder)
+        try sync.addHandlers(httpHandlers)
+        try sync.addHandler(upgrader)
+        try sync.addHandler(proxy)
     }
 
     /// Decisions W8: TCP keep-alive idle 30 s, interval 10 s, 3 probes, so dead clients are noticed.

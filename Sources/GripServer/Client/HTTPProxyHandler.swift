@@ -88,8 +88,12 @@ final class HTTPProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var logger: Logger { gateway.logger }
     private var configuration: GatewayConfiguration { gateway.configuration }
 
-    init(gateway: GatewayContext) {
+    /// The connection's WebSocket handshake, holding a backend's refusal to relay (decisions W10).
+    private let handshake: WebSocketHandshake?
+
+    init(gateway: GatewayContext, handshake: WebSocketHandshake? = nil) {
         self.gateway = gateway
+        self.handshake = handshake
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -225,6 +229,13 @@ final class HTTPProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
             return
         }
         exchange = Exchange(request: request, route: route, keepAlive: head.isKeepAlive)
+        if isWebSocket, let refusal = handshake?.refusal {
+            handshake?.refusal = nil
+            phase = .receiving(body: nil)
+            logAccess(status: Int(refusal.status.code), route: route, hold: "websocket-refused")
+            sendResponse(status: refusal.status, headers: refusal.headers, body: refusal.body)
+            return
+        }
         if route.targets.first.map({ $0.overHTTP }) == true,
            fields.first(named: "Content-Type").map({ $0.lowercased().hasPrefix("application/websocket-events") }) == true {
             phase = .receiving(body: nil)

@@ -9,6 +9,7 @@ package final class PreparedPublish: Sendable {
     package let item: PublishItem
     package let responseBody: ByteBuffer?
     package let streamContent: ByteBuffer?
+    package let webSocketContent: ByteBuffer?
 
     package init(item: PublishItem) {
         self.item = item
@@ -23,7 +24,9 @@ package final class PreparedPublish: Sendable {
         } else {
             self.streamContent = nil
         }
+        self.webSocketContent = item.webSocketMessage.map { allocator.buffer(bytes: $0.content) }
     }
 
     package var channel: String { item.channel }
+
 }

@@ -20,6 +20,19 @@ package final class SubscriptionShard {
     /// Subscribers with a pending deadline (hold timeout, keep-alive), swept by one repeated task per loop.
     private var deadlines: [ObjectIdentifier: (deadline: NIODeadline, subscriber: HubSubscriber)] = [:]
 
+    /// permessage-deflate state shared by the loop's WebSocket connections.
+    lazy var deflate = PerMessageDeflateCodec()
+    /// The last published WebSocket payload compressed on this loop: a delivery reaches every subscriber of the
+    /// loop in one pass, so each window size is compressed once per publish per loop.
+    private var lastCompressed: (publish: PreparedPublish, windowBits: Int, data: ByteBuffer)?
+
+    func compressedPayload(of publish: PreparedPublish, payload: ByteBuffer, windowBits: Int) -> ByteBuffer? {
+        if let cached = lastCompressed, cached.publish === publish, cached.windowBits == windowBits { return cached.data }
+        guard let data = try? deflate.compress(payload, windowBits: windowBits) else { return nil }
+        lastCompressed = (publish, windowBits, data)
+        return data
+    }
+
     package init(eventLoop: EventLoop) {
         self.eventLoop = eventLoop
     }

@@ -1,0 +1,98 @@
+import AsyncHTTPClient
+import GripCore
+import NIOCore
+import NIOHTTP1
+
+/// One WebSocket-over-HTTP POST (websocket-over-http.md 2): the client's handshake headers minus what the
+/// spec removes, plus `Connection-Id`, `Meta-*`, `Grip-Sig`, the `grip` extension offer and the events body.
+struct WebSocketOverHTTPRequest {
+    let gateway: GatewayContext
+    let route: Route
+    let target: RouteTarget
+    let request: OriginalRequest
+    let connectionID: String
+    let meta: [String: String]
+
+    static let mediaType = "application/websocket-events"
+
+    /// Client handshake headers that never reach the backend, lower-cased (besides hop-by-hop and `Grip-*`).
+    private static let removedHeaders: Set<String> = [
+        "accept", "content-length", "content-type", "connection-id", "sec-websocket-extensions", "upgrade", "connection",
+    ]
+
+    func headers(gripSig: String?) -> HTTPHeaders {
+        var original = request
+        original.headers = request.headers.filter { field in
+            let lower = field.name.lowercased()
+            return !Self.removedHeaders.contains(lower) && !lower.hasPrefix("meta-")
+        }
+        var headers = BackendRequest.headers(
+            for: original, route: route, target: target, configuration: gateway.configuration.backend,
+            gripSig: gripSig, gripLast: []
+        )
+        if !route.noGrip { headers.add(name: "Sec-WebSocket-Extensions", value: "grip") }
+        headers.add(name: "Accept", value: Self.mediaType)
+        headers.add(name: "Connection-Id", value: connectionID)
+        headers.add(name: "Content-Type", value: Self.mediaType)
+        for (name, value) in meta.sorted(by: { $0.key < $1.key }) {
+            headers.add(name: "Meta-" + name, value: value)
+        }
+        return headers
+    }
+
+    /// Sends `events`; the future completes on `loop` with the whole answer or why there is none.
+    func send(_ events: [WebSocketEvent], on loop: EventLoop) -> EventLoopFuture<Result<HTTPClient.Response, BackendFailure>> {
+        let pathAndQuery = route.rewrittenPath(request.uri)
+        guard let url = BackendRequest.url(target: target, pathAndQuery: pathAndQuery) else {
+            return loop.makeSucceededFuture(.failure(.other("target has no address")))
+        }
+        let identity: GripSigner.Identity
+        if let key = route.sigKey, let iss = route.sigIss {
+            identity = .init(key: key, issuer: iss)
+        } else {
+            identity = .init(key: gateway.configuration.backend.sigKey, issuer: gateway.configuration.backend.sigIss)
+        }
+        let body = ByteBuffer(bytes: WebSocketEventCodec.encode(events))
+        let httpRequest: HTTPClient.Request
+        do {
+            httpRequest = try HTTPClient.Request(
+                url: url, method: .POST, headers: headers(gripSig: gateway.backend.signer.cachedToken(for: identity)),
+                body: .byteBuffer(body)
+            )
+        } catch {
+            return loop.makeSucceededFuture(.failure(.other("invalid backend URL \(url)")))
+        }
+        // decisions W1: a response body may be up to 4x the message limit.
+        let accumulator = ResponseAccumulator(request: httpRequest, maxBodySize: 4 * gateway.configuration.webSocket.maxMessageBytes)
+        let client = target.insecure ? gateway.backend.insecureHTTP : gateway.backend.http
+        return client.execute(request: httpRequest, delegate: accumulator, eventLoop: .delegateAndChannel(on: loop))
+            .futureResult
+            .hop(to: loop)
+            .map { .success($0) }
+            .flatMapErrorThrowing { .failure(BackendFailure.classify($0)) }
+    }
+
+    /// websocket-over-http 4: the media type decides, parameters such as `charset` are allowed (GripProxy).
+    static func isEventsMediaType(_ contentType: String?) -> Bool {
+        guard let contentType else { return false }
+        let media = contentType.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() } ?? ""
+        return media == mediaType
+    }
+
+    /// `Set-Meta-<Name>: <value>` stores meta; an empty value deletes it. Names compare case-insensitively.
+    static func applySetMeta(_ fields: [HTTPField], to meta: inout [String: String]) {
+        for field in fields where field.name.hasCaseInsensitivePrefix("Set-Meta-") {
+            let name = String(field.name.dropFirst("Set-Meta-".count))
+            guard !name.isEmpty else { continue }
+            if let existing = meta.keys.first(where: { $0.caseInsensitiveEquals(name) }) { meta[existing] = nil }
+            if !field.value.isEmpty { meta[name] = field.value }
+        }
+    }
+
+    /// `Keep-Alive-Interval`: integer > 0, below 20 becomes 20, anything else switches it off.
+    static func keepAliveInterval(_ fields: [HTTPField]) -> Int? {
+        guard let value = fields.first(named: "Keep-Alive-Interval"), let seconds = Int(value.trimmingCharacters(in: .whitespaces)),
+              seconds > 0 else { return nil }
+        return max(20, seconds)
+    }
+}
