@@ -855,7 +855,8 @@ def main() -> int:
         "repo_commit": git_commit(), "pushpin_version": pp_version,
         "pushpin_message_rate": args.pushpin_message_rate or "unset (unlimited)",
         "kernel": os.uname().release, "cpus": NCPU, "connections": args.connections, "quick": args.quick,
-        "command": " ".join(["bench/run"] + sys.argv[1:]),
+        "command": " ".join(["bench/run"] + [a for i, a in enumerate(sys.argv[1:], 1)
+                                              if a != "--loadgen" and sys.argv[i - 1] != "--loadgen"]),
     }
     load1 = float(open("/proc/loadavg").read().split()[0])
     meta["loadavg_1min_at_start"] = load1

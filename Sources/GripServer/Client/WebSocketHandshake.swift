@@ -25,6 +25,14 @@ final class WebSocketHandshake {
         var keepAliveInterval: Int?
         var deflate: PerMessageDeflateParameters?
         var isTestTarget: Bool
+        /// Pass-through: the upgraded backend WebSocket and whether it accepted `grip`.
+        var passThrough: PassThrough? = nil
+    }
+
+    struct PassThrough {
+        var channel: Channel
+        var relay: PassThroughBackendHandler
+        var grip: GripWebSocketExtension?
     }
 
     /// The backend's answer when it refused, relayed to the client instead of a `101`.
@@ -87,9 +95,46 @@ final class WebSocketHandshake {
             let opening = Opening(route: route, request: request, connectionID: UUID().uuidString.lowercased(), deflate: deflate)
             return sendOpen(opening, targetIndex: 0, machine: machine)
         case .backend:
-            // Pass-through WebSockets are not supported yet: the request is proxied as plain HTTP.
-            return eventLoop.makeSucceededFuture(nil)
+            return connectPassThrough(route: route, targetIndex: 0, request: request, deflate: deflate)
         }
+    }
+
+    /// Pass-through (websocket-over-http 9): the client's `101` waits for the backend's.
+    private func connectPassThrough(route: Route, targetIndex: Int, request: OriginalRequest,
+                                    deflate: PerMessageDeflateNegotiation.Result?) -> EventLoopFuture<HTTPHeaders?> {
+        PassThroughWebSocket.connect(gateway: gateway, route: route, target: route.targets[targetIndex], request: request, on: eventLoop)
+            .flatMap { [self] outcome in
+                switch outcome {
+                case .connectFailed(let reason):
+                    if targetIndex + 1 < route.targets.count {
+                        return connectPassThrough(route: route, targetIndex: targetIndex + 1, request: request, deflate: deflate)
+                    }
+                    gateway.logger.warning("WebSocket backend for \(request.uri) unreachable: \(reason)")
+                    refusal = Self.badGateway()
+                    return eventLoop.makeSucceededFuture(nil)
+                case .refused(let answer):
+                    refusal = answer
+                    gateway.logger.info("WebSocket \(request.uri) refused by backend: \(answer.status.code)")
+                    return eventLoop.makeSucceededFuture(nil)
+                case .upgraded(let channel, let response, let relay):
+                    let fields = response.headers.fields
+                    let grip = route.noGrip ? nil : GripWebSocketExtension.parse(fields.values(named: "Sec-WebSocket-Extensions"))
+                    accepted = Accepted(
+                        route: route, targetIndex: targetIndex, request: request, connectionID: UUID().uuidString.lowercased(),
+                        meta: [:], gripPrefix: grip.map { String(decoding: $0.messagePrefix, as: UTF8.self) }, events: [],
+                        keepAliveInterval: nil, deflate: deflate?.parameters, isTestTarget: false,
+                        passThrough: .init(channel: channel, relay: relay, grip: grip)
+                    )
+                    var headers = HTTPHeaders()
+                    for field in BackendRequest.clientResponseHeaders(fields) {
+                        let lower = field.name.lowercased()
+                        if ["sec-websocket-extensions", "sec-websocket-accept", "content-length"].contains(lower) { continue }
+                        headers.add(name: field.name, value: field.value)
+                    }
+                    if let deflate { headers.add(name: "Sec-WebSocket-Extensions", value: deflate.responseHeader) }
+                    return eventLoop.makeSucceededFuture(headers)
+                }
+            }
     }
 
     /// The handshake request's fixed parts, while OPEN is out.

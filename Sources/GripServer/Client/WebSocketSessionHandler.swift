@@ -81,6 +81,7 @@ final class WebSocketSessionHandler: ChannelInboundHandler, RemovableChannelHand
         pendingActions = []
         run(actions)
         context.flush()
+        accepted.passThrough?.relay.attach(self)
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
@@ -90,6 +91,7 @@ final class WebSocketSessionHandler: ChannelInboundHandler, RemovableChannelHand
 
     func channelInactive(context: ChannelHandlerContext) {
         teardown()
+        accepted.passThrough?.channel.close(promise: nil)
         if var machine {
             let actions = machine.clientDisconnected()
             self.machine = machine
@@ -109,6 +111,12 @@ final class WebSocketSessionHandler: ChannelInboundHandler, RemovableChannelHand
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if let passThrough = accepted.passThrough {
+            // Back-pressure: a slow client slows the backend, memory stays bounded.
+            passThrough.channel.setOption(ChannelOptions.autoRead, value: context.channel.isWritable).whenFailure { _ in }
+            context.fireChannelWritabilityChanged()
+            return
+        }
         // decisions D8: a client that does not read past the write-buffer bound is closed with 1008.
         if !context.channel.isWritable {
             logger.warning("closing slow WebSocket client", metadata: ["uri": "\(accepted.request.uri)"])
@@ -199,6 +207,13 @@ final class WebSocketSessionHandler: ChannelInboundHandler, RemovableChannelHand
             protocolError(1007, "invalid UTF-8 in a text message")
             return
         }
+        if let passThrough = accepted.passThrough {
+            // The backend is never offered deflate (decisions W9): it gets the inflated message, masked.
+            let frame = WebSocketFrame(fin: true, opcode: message.kind == .text ? .text : .binary,
+                                       maskKey: .random(), data: message.data)
+            passThrough.channel.writeAndFlush(frame, promise: nil)
+            return
+        }
         if accepted.isTestTarget {
             // routes.md 3: the test target echoes every message.
             send(OutboundWebSocketMessage(kind: message.kind, payload: payload))
@@ -212,6 +227,17 @@ final class WebSocketSessionHandler: ChannelInboundHandler, RemovableChannelHand
     }
 
     private func clientControl(_ kind: WebSocketMessageKind, payload: [UInt8]) {
+        if let passThrough = accepted.passThrough {
+            if kind == .ping {
+                // RFC 6455: the pong echoes the ping's payload (Pushpin sends an empty one).
+                send(OutboundWebSocketMessage(kind: .pong, payload: payload))
+                context?.flush()
+            } else {
+                passThrough.channel.writeAndFlush(
+                    WebSocketFrame(fin: true, opcode: .pong, maskKey: .random(), data: ByteBuffer(bytes: payload)), promise: nil)
+            }
+            return
+        }
         guard var machine else {
             if kind == .ping {
                 send(OutboundWebSocketMessage(kind: .pong, payload: payload))
@@ -226,6 +252,15 @@ final class WebSocketSessionHandler: ChannelInboundHandler, RemovableChannelHand
 
     private func clientClosed(code: UInt16?, reason: [UInt8]) {
         partial = nil  // W7: an unfinished fragmented message is dropped
+        if let passThrough = accepted.passThrough {
+            // Closing either side closes the other with the same code.
+            var data = ByteBuffer()
+            if let code {
+                data.writeInteger(code)
+                data.writeBytes(reason)
+            }
+            passThrough.channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .connectionClose, maskKey: .random(), data: data), promise: nil)
+        }
         guard var machine else {
             writeClose(code: code, reason: [])
             closeAfterPendingWrites()
@@ -387,6 +422,81 @@ final class WebSocketSessionHandler: ChannelInboundHandler, RemovableChannelHand
         gateway.hub.unsubscribe(self, channel: channel, kind: .webSocket, on: context.eventLoop)
     }
 
+    /// Whether the backend accepted the `grip` extension (the test target always does).
+    private var gripAccepted: Bool {
+        if accepted.isTestTarget { return true }
+        if let passThrough = accepted.passThrough { return passThrough.grip != nil }
+        return machine?.gripExtension != nil
+    }
+
+    // MARK: Pass-through backend frames
+
+    /// How the rest of a fragmented backend message is treated (decided by its first frame).
+    private var backendMessageDelivered = true
+    private var backendMessageCompressed = false
+
+    /// A frame from the pass-through backend (websocket-over-http 9): relayed, or routed by the grip rules.
+    func backendFrame(_ frame: WebSocketFrame) {
+        guard let context, !closed else { return }
+        switch frame.opcode {
+        case .text, .binary:
+            let payload = frame.unmaskedData
+            var data = payload
+            if let grip = accepted.passThrough?.grip {
+                switch grip.route(kind: frame.opcode == .text ? .text : .binary, payload: Array(payload.readableBytesView), isFinal: frame.fin) {
+                case .control(let json):
+                    backendMessageDelivered = false
+                    if let control = ControlMessage.parse(json) {
+                        apply(control)
+                    } else {
+                        logger.info("ignoring control message \(String(decoding: json, as: UTF8.self))")
+                    }
+                    return
+                case .drop:
+                    backendMessageDelivered = frame.fin  // a dropped fragmented message drops its continuations
+                    return
+                case .deliver(let bytes):
+                    data = ByteBuffer(bytes: bytes)
+                }
+            }
+            backendMessageDelivered = true
+            context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: frame.fin, opcode: frame.opcode, data: data)), promise: nil)
+            if frame.fin { restartIdleKeepAlive() }
+        case .continuation:
+            guard backendMessageDelivered else {
+                if frame.fin { backendMessageDelivered = true }
+                return
+            }
+            context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: frame.fin, opcode: .continuation, data: frame.unmaskedData)), promise: nil)
+        case .ping, .pong:
+            context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: frame.opcode, data: frame.unmaskedData)), promise: nil)
+        case .connectionClose:
+            var data = frame.unmaskedData
+            let code = data.readInteger(as: UInt16.self)
+            let reason = data.readBytes(length: data.readableBytes) ?? []
+            writeClose(code: WebSocketSessionStateMachine.closeFrameCode(code.map(Int.init)), reason: reason)
+            closeAfterPendingWrites()
+        default:
+            break
+        }
+    }
+
+    func backendClosed() {
+        guard !closed, context != nil else { return }
+        closeAfterPendingWrites()
+    }
+
+    func backendWritabilityChanged(_ writable: Bool) {
+        context?.channel.setOption(ChannelOptions.autoRead, value: writable).whenFailure { _ in }
+    }
+
+    private func restartIdleKeepAlive() {
+        if let keepAlive, !keepAlive.intervalMode {
+            keepAliveDeadline = Self.deadline(seconds: Double(keepAlive.timeoutSeconds))
+            updateDeadline()
+        }
+    }
+
     // MARK: Writing
 
     private var canDeliver: Bool {
@@ -421,10 +531,7 @@ final class WebSocketSessionHandler: ChannelInboundHandler, RemovableChannelHand
             }
         }
         context.write(wrapOutboundOut(WebSocketFrame(fin: true, rsv1: rsv1, opcode: opcode, data: data)), promise: nil)
-        if let keepAlive, !keepAlive.intervalMode {
-            keepAliveDeadline = Self.deadline(seconds: Double(keepAlive.timeoutSeconds))
-            updateDeadline()
-        }
+        restartIdleKeepAlive()
     }
 
     private func writeClose(code: UInt16?, reason: [UInt8]) {
@@ -482,7 +589,7 @@ extension WebSocketSessionHandler: HubSubscriber {
               let subscription = subscriptions.first(where: { $0.channel == channel }), let context else { return }
         // Without the grip extension published messages do not reach the connection, unless it holds an
         // implicit `sub=` subscription (websocket-over-http 6).
-        if machine != nil && machine?.gripExtension == nil && !subscription.implicit { return }
+        if !gripAccepted && !subscription.implicit { return }
         switch format.action {
         case .hint:
             return
