@@ -182,6 +182,7 @@ struct RunCommand: AsyncParsableCommand {
         configuration.client.maxHeadBytes = settings.clientBufferSize
         configuration.client.maxConnections = settings.clientMaxConn
         configuration.client.writeBufferMax = settings.clientWriteBufferMax
+        configuration.webSocket.maxMessageBytes = settings.websocketMaxMessage
         configuration.backend.sigIss = settings.sigIss
         configuration.backend.sigKey = settings.sigKey
         configuration.backend.debug = settings.debug
