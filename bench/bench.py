@@ -656,7 +656,7 @@ def write_report(path: str, R: dict, meta: dict, args) -> str:
         L.append("")
     L.append("## Setup")
     L.append("")
-    for k in ("gripproxy_bin", "build", "gripproxy_version", "repo_commit", "pushpin_version", "pushpin_message_rate",
+    for k in ("gripproxy_bin", "gripproxy_bin_mtime", "build", "gripproxy_version", "repo_commit", "pushpin_version", "pushpin_message_rate",
               "kernel", "cpus", "loadavg_1min_at_start", "connections", "quick", "command"):
         L.append(f"- {k}: `{meta[k]}`")
     L.append("")
@@ -744,6 +744,22 @@ def write_report(path: str, R: dict, meta: dict, args) -> str:
 # --------------------------------------------------------------------------- main
 
 
+def snapshot_binary(src: str, dst: str) -> None:
+    """Copies the binary once it has stopped changing, so that a rebuild during the run cannot break it."""
+    import shutil
+    for _ in range(90):
+        a = os.stat(src)
+        time.sleep(2)
+        b = os.stat(src)
+        if (a.st_mtime, a.st_size) == (b.st_mtime, b.st_size):
+            shutil.copy2(src, dst)
+            c = os.stat(src)
+            if (c.st_mtime, c.st_size) == (b.st_mtime, b.st_size):
+                return
+        log(f"{src} is being rewritten (a build is running); waiting for it to settle")
+    raise RuntimeError(f"{src} kept changing for 3 minutes")
+
+
 def git_commit() -> str:
     try:
         c = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
@@ -818,9 +834,18 @@ def main() -> int:
     os.makedirs(os.path.dirname(out_path), exist_ok=True)
 
     servers: dict[str, Server] = {}
+    gp_mtime = "?"
+    if "gripproxy" in targets:
+        os.makedirs(os.path.join(workdir, "bin"), exist_ok=True)
+        gp_copy = os.path.join(workdir, "bin", "gripproxy")
+        snapshot_binary(gp_bin, gp_copy)
+        gp_mtime = datetime.datetime.fromtimestamp(os.stat(gp_copy).st_mtime).strftime("%Y-%m-%d %H:%M:%S")
+        gp_bin_run = gp_copy
+    else:
+        gp_bin_run = gp_bin
     gp_version = "?"
     try:
-        gp_version = subprocess.run([gp_bin, "--version"], capture_output=True, text=True, timeout=10).stdout.strip()
+        gp_version = subprocess.run([gp_bin_run, "--version"], capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
         pass
     pp_version = "?"
@@ -831,7 +856,7 @@ def main() -> int:
     if "gripproxy" in targets:
         servers["gripproxy"] = Server(
             "gripproxy",
-            [gp_bin, "--port", f"127.0.0.1:{ports['gp_client']}", "--publish-port", f"127.0.0.1:{ports['gp_publish']}",
+            [gp_bin_run, "--port", f"127.0.0.1:{ports['gp_client']}", "--publish-port", f"127.0.0.1:{ports['gp_publish']}",
              "--route", "* test", "--loglevel", "1"],
             ports["gp_client"], ports["gp_publish"], os.path.join(workdir, "gripproxy"))
     if "pushpin" in targets:
@@ -851,7 +876,8 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda s, f: (_ for _ in ()).throw(KeyboardInterrupt()))
 
     meta = {
-        "date": stamp, "gripproxy_bin": gp_bin, "build": build, "gripproxy_version": gp_version,
+        "date": stamp, "gripproxy_bin": gp_bin, "gripproxy_bin_mtime": gp_mtime, "build": build,
+        "gripproxy_version": gp_version,
         "repo_commit": git_commit(), "pushpin_version": pp_version,
         "pushpin_message_rate": args.pushpin_message_rate or "unset (unlimited)",
         "kernel": os.uname().release, "cpus": NCPU, "connections": args.connections, "quick": args.quick,
@@ -880,6 +906,11 @@ def main() -> int:
         signal.alarm(0)
         for s in servers.values():
             s.stop()
+        if gp_bin_run != gp_bin:
+            try:
+                os.unlink(gp_bin_run)
+            except OSError:
+                pass
     for name, s in servers.items():
         if name in R:
             R[name]["log_findings"] = log_findings(s.workdir)

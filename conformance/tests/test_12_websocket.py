@@ -84,6 +84,14 @@ def test_ws_rejected_handshake_relays_backend_answer(env, backend, uid):
     assert r.body == b"go away\n"
 
 
+def test_ws_handshake_answer_without_open_is_502(env, backend, uid):
+    backend.on(wspath(uid), ev_resp(b"TEXT 4\r\nm:hi\r\n", [("Sec-WebSocket-Extensions", "grip")]))
+    with pytest.raises(InvalidStatus) as e:
+        with ws_connect(env, wspath(uid)):
+            pass
+    assert e.value.response.status_code == 502
+
+
 def test_ws_binary_both_ways(env, backend, uid):
     backend.on(wspath(uid), echo_handler())
     data = bytes(range(256))
@@ -326,7 +334,7 @@ def test_ws_detach_keeps_publishes_flowing(env, backend, uid, pub):
 
 
 def test_ws_keep_alive_control_message(env, backend, uid):
-    backend.on(wspath(uid), ev_resp(b'OPEN\r\nTEXT 33\r\nc:{"type":"keep-alive","content":"ka","timeout":1}\r\n',
+    backend.on(wspath(uid), ev_resp(b'OPEN\r\nTEXT 32\r\nc:{"type":"keep-alive","content":"ka","timeout":1}\r\n',
                                     [("Sec-WebSocket-Extensions", "grip")]))
     with ws_connect(env, wspath(uid)) as ws:
         assert ws.recv(timeout=4) == "ka"

@@ -154,3 +154,15 @@ def test_ws_require_sub_evaluated(env, backend, uid, pub):
         pub.items({"channel": a, "meta": {"require_sub": "nope-" + uid}, "formats": {"ws-message": {"content": "dropped"}}},
                   {"channel": a, "meta": {"require_sub": b}, "formats": {"ws-message": {"content": "required ok"}}})
         assert ws.recv(timeout=5) == "required ok"
+
+
+def test_ws_malformed_handshake_answer_is_502(env, backend, uid):
+    """decisions W2: content shorter than its declared length is rejected; at
+    the handshake that is a 502 (websocket-over-http.md 1.4)."""
+    from websockets.exceptions import InvalidStatus
+    backend.on(wspath(uid), Resp(200, headers=[("Content-Type", WS_EVENTS), ("Sec-WebSocket-Extensions", "grip")],
+                                 body=b"OPEN\r\nTEXT 40\r\nm:short\r\n"))
+    with pytest.raises(InvalidStatus) as e:
+        with ws_connect(env, wspath(uid)):
+            pass
+    assert e.value.response.status_code == 502

@@ -126,6 +126,16 @@ final class WebSocketSessionHandler: ChannelInboundHandler, RemovableChannelHand
         context.fireChannelWritabilityChanged()
     }
 
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard event is ChannelShouldQuiesceEvent else {
+            context.fireUserInboundEventTriggered(event)
+            return
+        }
+        // Graceful shutdown: WebSockets get close code 1001 (going away).
+        writeClose(code: 1001, reason: Array("server shutting down".utf8))
+        closeAfterPendingWrites()
+    }
+
     func errorCaught(context: ChannelHandlerContext, error: Error) {
         logger.debug("WebSocket error: \(error)")
         context.close(promise: nil)
