@@ -188,7 +188,8 @@ class Server:
         # Pushpin's services are our grandchildren: make sure none outlived the runner.
         for pid in sorted(self.known_pids - {self.proc.pid}):
             st = read_stat(pid)
-            if st and st[0] in ("condure", "zurl", "pushpin-proxy", "pushpin-handl", "pushpin-handler"):
+            # only our own orphans: a service name, re-parented (ppid 1) or still under our runner
+            if st and st[0] in ("condure", "zurl", "pushpin-proxy", "pushpin-handler") and st[1] in (1, self.proc.pid):
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except OSError:
@@ -650,7 +651,7 @@ def write_report(path: str, R: dict, meta: dict, args) -> str:
     L = []
     L.append(f"# GripProxy vs Pushpin benchmark, {meta['date']}")
     L.append("")
-    if meta["build"] != "release":
+    if meta["build"] != "release" and "gripproxy" in R:
         L.append(f"> **WARNING: the GripProxy binary is a {meta['build'].upper()} build. Its numbers are meaningless "
                  "for performance; only the method and the loss checks count.**")
         L.append("")
@@ -918,7 +919,7 @@ def main() -> int:
 
     text = write_report(out_path, R, meta, args)
     print()
-    if build != "release":
+    if build != "release" and "gripproxy" in targets:
         print(f"WARNING: GripProxy binary is a {build} build: the ratios below are meaningless for performance.")
     print(f"GripProxy ({build}) vs Pushpin {pp_version}, {args.connections:,} held streams, "
           f"Pushpin message_rate {meta['pushpin_message_rate']}")

@@ -29,6 +29,12 @@ def pytest_report_header(config):
 
 def pytest_collection_modifyitems(config, items):
     if TARGET != "pushpin":
+        # A known gap is a Pushpin behaviour GripProxy does not match yet: it must fail (strict xfail), so the
+        # day it is fixed the marker has to go, and it is counted in every run's summary.
+        for item in items:
+            gap = item.get_closest_marker("known_gap")
+            if gap:
+                item.add_marker(pytest.mark.xfail(strict=True, reason="known gap: " + gap.args[0]))
         return
     skip = pytest.mark.skip(reason="beyond_reference: a deliberate GripProxy difference from Pushpin 1.36")
     for item in items:

@@ -61,7 +61,7 @@ enum ClientChannelInitializer {
         let handshake = WebSocketHandshake(gateway: gateway, channel: channel)
         let proxy = HTTPProxyHandler(gateway: gateway, handshake: handshake)
         let httpHandlers: [RemovableChannelHandler] = [
-            ByteToMessageHandler(decoder), HTTPServerPipelineHandler(), ClientProtocolErrorHandler(),
+            ByteToMessageHandler(decoder), QuiesceForwarder(proxy), HTTPServerPipelineHandler(), ClientProtocolErrorHandler(),
         ]
         let upgrader = HTTPServerUpgradeHandler(
             upgraders: [handshake.makeUpgrader()], httpEncoder: encoder, extraHTTPHandlers: httpHandlers,
@@ -84,5 +84,22 @@ enum ClientChannelInitializer {
             _ = channel.setOption(name, value: SocketOptionValue(value))
         }
         #endif
+    }
+}
+
+/// NIO's `HTTPServerPipelineHandler` consumes `ChannelShouldQuiesceEvent` and waits for the current response
+/// to end, which a held request never does by itself. This hands the event to the proxy handler first, so
+/// holds end on graceful shutdown (long-polls get their timeout response, streams end).
+private final class QuiesceForwarder: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = NIOAny
+    private let proxy: HTTPProxyHandler
+
+    init(_ proxy: HTTPProxyHandler) {
+        self.proxy = proxy
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is ChannelShouldQuiesceEvent { proxy.quiesce() }
+        context.fireUserInboundEventTriggered(event)
     }
 }

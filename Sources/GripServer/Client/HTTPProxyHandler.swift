@@ -4,6 +4,7 @@ import GripCore
 import Logging
 import NIOCore
 import NIOHTTP1
+import NIOWebSocket
 
 /// One client HTTP connection: routes each request, forwards it to the backend, relays plain answers and
 /// carries out GRIP instructions (response and stream holds, next links), receiving published items from
@@ -156,12 +157,10 @@ final class HTTPProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
         context.fireChannelWritabilityChanged()
     }
 
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        guard event is ChannelShouldQuiesceEvent else {
-            context.fireUserInboundEventTriggered(event)
-            return
-        }
-        // Graceful shutdown: long-polls get their timeout response, streams end, idle connections close.
+    /// Graceful shutdown (via `QuiesceForwarder`): long-polls get their timeout response, streams end, idle
+    /// connections close.
+    func quiesce() {
+        guard let context else { return }
         exchange?.keepAlive = false
         switch phase {
         case .idle:
@@ -177,6 +176,11 @@ final class HTTPProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
+        if error is NIOWebSocketUpgradeError {
+            // The handshake was refused (shouldUpgrade returned nil): NIO reports it, then passes the request
+            // on as plain HTTP, and this handler relays the kept refusal (decisions W10).
+            return
+        }
         logger.debug("client connection error: \(error)")
         context.close(promise: nil)
     }
@@ -394,7 +398,7 @@ final class HTTPProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     private func sendResponse(_ response: GripResponse) {
-        sendResponse(status: HTTPResponseStatus(statusCode: response.code, reasonPhrase: response.reason),
+        sendResponse(status: HTTPResponseStatus.exact(response.code, reasonPhrase: response.reason),
                       headers: response.headers, body: ByteBuffer(bytes: response.body))
     }
 
@@ -455,7 +459,7 @@ final class HTTPProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
         let isGrip = !exchange.route.noGrip && GripInstructionParser.hasInstructions(fields)
 
         if case .nextLink = purpose {
-            linkAnswered(head: head, fields: fields, body: bodyBytes, isGrip: isGrip)
+            linkAnswered(head: head, fields: fields, body: bodyBytes, isGrip: isGrip, purpose: purpose)
             return
         }
         guard isGrip else {
@@ -549,7 +553,7 @@ final class HTTPProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
             var headers = instruction.response.headers
             headers.removeAll(named: "Content-Length")
             logAccess(status: instruction.response.code, route: exchange?.route, hold: "stream")
-            writeHead(status: HTTPResponseStatus(statusCode: instruction.response.code, reasonPhrase: instruction.response.reason),
+            writeHead(status: HTTPResponseStatus.exact(instruction.response.code, reasonPhrase: instruction.response.reason),
                       headers: headers)
         }
         if !instruction.response.body.isEmpty {
@@ -588,7 +592,7 @@ final class HTTPProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
         var headers = response.headers
         headers.removeAll(named: "Content-Length")
         logAccess(status: response.code, route: exchange?.route, hold: "paging")
-        writeHead(status: HTTPResponseStatus(statusCode: response.code, reasonPhrase: response.reason), headers: headers)
+        writeHead(status: HTTPResponseStatus.exact(response.code, reasonPhrase: response.reason), headers: headers)
         if !response.body.isEmpty { write(.body(.byteBuffer(ByteBuffer(bytes: response.body)))) }
         context?.flush()
         phase = .paging
@@ -596,9 +600,9 @@ final class HTTPProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     /// The answer to a next-link fetch: its body continues the client's body; its instructions replace the stream's.
-    private func linkAnswered(head: HTTPResponseHead, fields: [HTTPField], body: [UInt8], isGrip: Bool) {
+    private func linkAnswered(head: HTTPResponseHead, fields: [HTTPField], body: [UInt8], isGrip: Bool, purpose: CallPurpose) {
         guard (200..<300).contains(Int(head.status.code)) else {
-            linkFailed(reason: "next link answered \(head.status.code)")
+            linkFailed(purpose: purpose, reason: "next link answered \(head.status.code)")
             return
         }
         var instruction: GripInstruction?
@@ -635,8 +639,8 @@ final class HTTPProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     /// grip-http 7: retried up to 5 times with exponential back-off, then the response ends.
-    private func linkFailed(reason: String) {
-        guard let current = call, case .nextLink(let uri, let attempt) = current.purpose, let context else { return }
+    private func linkFailed(purpose: CallPurpose, reason: String) {
+        guard case .nextLink(let uri, let attempt) = purpose, let context else { return }
         let delays = configuration.backend.retryDelays
         guard attempt < delays.count else {
             logger.warning("next link \(uri) failed: \(reason); ending response")
@@ -644,10 +648,12 @@ final class HTTPProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
             endStreamedResponse()
             return
         }
+        logger.info("next link \(uri) failed: \(reason); retrying")
         let delay = TimeAmount.milliseconds(Int64(delays[attempt] * 1000) + Int64.random(in: 0..<1000))
-        let id = current.id
-        call?.task = nil
-        context.eventLoop.scheduleTask(in: delay) { [self] in
+        // The retry is the outstanding call meanwhile, so deliveries and deadlines do not start another fetch.
+        let id = makeCallID()
+        call = BackendCall(id: id, purpose: purpose)
+        context.eventLoop.assumeIsolated().scheduleTask(in: delay) { [self] in
             guard self.call?.id == id else { return }
             self.startLinkCall(uri: uri, attempt: attempt + 1)
         }
@@ -771,7 +777,7 @@ extension HTTPProxyHandler: HubSubscriber {
                 headers.append(field)
             }
             logAccess(status: code, route: exchange?.route, hold: "response")
-            sendResponse(status: HTTPResponseStatus(statusCode: code, reasonPhrase: format.reason ?? HTTPStatusReason.phrase(for: code)),
+            sendResponse(status: HTTPResponseStatus.exact(code, reasonPhrase: format.reason ?? HTTPStatusReason.phrase(for: code)),
                          headers: headers, body: body)
 
         case .streamHold(var hold):
@@ -960,7 +966,8 @@ extension HTTPProxyHandler: BackendCallReceiver {
                 call = nil
                 endStreamedResponse()
             } else {
-                linkFailed(reason: failure.description)
+                call = nil
+                linkFailed(purpose: current.purpose, reason: failure.description)
             }
         case .request(let targetIndex, let isRecheck):
             if current.relaying {
@@ -1035,4 +1042,13 @@ extension Route {
         }
         return route
     }()
+}
+
+extension HTTPResponseStatus {
+    /// The status with exactly this reason phrase: NIO's `init(statusCode:reasonPhrase:)` replaces the phrase of
+    /// known codes with the standard one, but `Grip-Status` and published items may set their own
+    /// (grip-http 3, 5.3). An empty reason means the standard phrase.
+    static func exact(_ code: Int, reasonPhrase: String) -> HTTPResponseStatus {
+        .custom(code: UInt(max(0, code)), reasonPhrase: reasonPhrase.isEmpty ? HTTPStatusReason.phrase(for: code) : reasonPhrase)
+    }
 }
