@@ -35,4 +35,21 @@ package final class GatewayContext: Sendable {
     }
 
     package var connectionCount: Int { openConnections.withLockedValue { $0 } }
+
+    /// The Grip-Sig for requests on `route`: the route's own `sig_iss`/`sig_key` when both are set, else the
+    /// global pair (routes.md 1). Read from the signer's cache; a miss (which start-up and reloads prevent)
+    /// triggers a background signing and this request goes unsigned.
+    package func gripSig(for route: Route) -> String? {
+        let identity: GripSigner.Identity
+        if let key = route.sigKey, let iss = route.sigIss {
+            identity = .init(key: key, issuer: iss)
+        } else {
+            identity = .init(key: configuration.backend.sigKey, issuer: configuration.backend.sigIss)
+        }
+        if let token = backend.signer.cachedToken(for: identity) { return token }
+        logger.warning("no Grip-Sig token ready for issuer \(identity.issuer); signing one")
+        let signer = backend.signer
+        Task { try? await signer.sign(identity) }
+        return nil
+    }
 }

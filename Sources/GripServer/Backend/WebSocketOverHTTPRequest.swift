@@ -46,17 +46,11 @@ struct WebSocketOverHTTPRequest {
         guard let url = BackendRequest.url(target: target, pathAndQuery: pathAndQuery) else {
             return loop.makeSucceededFuture(.failure(.other("target has no address")))
         }
-        let identity: GripSigner.Identity
-        if let key = route.sigKey, let iss = route.sigIss {
-            identity = .init(key: key, issuer: iss)
-        } else {
-            identity = .init(key: gateway.configuration.backend.sigKey, issuer: gateway.configuration.backend.sigIss)
-        }
         let body = ByteBuffer(bytes: WebSocketEventCodec.encode(events))
         let httpRequest: HTTPClient.Request
         do {
             httpRequest = try HTTPClient.Request(
-                url: url, method: .POST, headers: headers(gripSig: gateway.backend.signer.cachedToken(for: identity)),
+                url: url, method: .POST, headers: headers(gripSig: gateway.gripSig(for: route)),
                 body: .byteBuffer(body)
             )
         } catch {

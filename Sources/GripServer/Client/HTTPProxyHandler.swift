@@ -271,17 +271,7 @@ final class HTTPProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     private func gripSig(for route: Route) -> String? {
-        let identity: GripSigner.Identity
-        if let key = route.sigKey, let iss = route.sigIss {
-            identity = .init(key: key, issuer: iss)
-        } else {
-            identity = .init(key: configuration.backend.sigKey, issuer: configuration.backend.sigIss)
-        }
-        if let token = gateway.backend.signer.cachedToken(for: identity) { return token }
-        logger.warning("no Grip-Sig token ready for issuer \(identity.issuer); refreshing")
-        let signer = gateway.backend.signer
-        Task { try? await signer.sign(identity) }
-        return nil
+        gateway.gripSig(for: route)
     }
 
     private func startRequestCall(targetIndex: Int, isRecheck: Bool, gripLast: [HTTPField]) {

@@ -27,15 +27,9 @@ enum PassThroughWebSocket {
             !["sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions", "upgrade", "connection"]
                 .contains(field.name.lowercased())
         }
-        let identity: GripSigner.Identity
-        if let key = route.sigKey, let iss = route.sigIss {
-            identity = .init(key: key, issuer: iss)
-        } else {
-            identity = .init(key: gateway.configuration.backend.sigKey, issuer: gateway.configuration.backend.sigIss)
-        }
         var headers = BackendRequest.headers(
             for: original, route: route, target: target, configuration: gateway.configuration.backend,
-            gripSig: gateway.backend.signer.cachedToken(for: identity), gripLast: []
+            gripSig: gateway.gripSig(for: route), gripLast: []
         )
         if !route.noGrip { headers.add(name: "Sec-WebSocket-Extensions", value: "grip") }
         headers.replaceOrAdd(name: "Content-Length", value: "0")
