@@ -695,10 +695,30 @@ final class HTTPProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
         gateway.hub.shard(for: context.eventLoop).setDeadline(deadline, for: self)
     }
 
-    private func filterContext(_ hold: Hold, channel: HeldChannel, itemMeta: [String: String]) -> FilterContext {
+    /// reliability.md 4: whether the item carries the `prev-id` this hold's channel expects (always true when it
+    /// expects nothing); on success the expectation moves to the item's id, on a gap the channel's last id is forgotten.
+    private func followsExpectation(_ publish: PreparedPublish, channelIndex index: Int, hold: inout Hold) -> Bool {
+        guard let expected = hold.channels[index].expectedPrevID else { return true }
+        guard publish.item.prevID == expected else {
+            gateway.hub.forgetLastID(of: hold.channels[index].name)
+            return false
+        }
+        hold.channels[index].expectedPrevID = publish.item.id
+        return true
+    }
+
+    /// Runs the subscription's filters (grip-http 9) on one item's content.
+    private func filter(_ publish: PreparedPublish, hold: Hold, channelIndex index: Int, content: [UInt8],
+                        contentFilters: [String]?) -> FilterOutcome {
+        // The common case, on the fan-out hot path: nothing to evaluate.
+        if hold.channels[index].filters.isEmpty && contentFilters == nil { return .send(content) }
         var lastIDs: [String: String] = [:]
         for held in hold.channels { if let id = held.expectedPrevID { lastIDs[held.name] = id } }
-        return FilterContext(filters: channel.filters, subscriptionMeta: hold.meta, itemMeta: itemMeta, lastIDs: lastIDs)
+        let context = FilterContext(filters: hold.channels[index].filters, subscriptionMeta: hold.meta,
+                                    itemMeta: publish.item.meta, lastIDs: lastIDs)
+        let subscribed = Set(hold.channels.map(\.name))
+        return SubscriptionFilters.evaluate(context, content: content, formatContentFilters: contentFilters,
+                                            isSubscribed: { subscribed.contains($0) })
     }
 }
 
@@ -710,16 +730,11 @@ extension HTTPProxyHandler: HubSubscriber {
         case .responseHold(var hold):
             guard let format = publish.item.httpResponse,
                   let index = hold.channels.firstIndex(where: { $0.name == channel }) else { return }
-            if let expected = hold.channels[index].expectedPrevID {
-                guard publish.item.prevID == expected else {
-                    // Gap: ask the backend to fill it (reliability.md 4).
-                    gateway.hub.forgetLastID(of: channel)
-                    resendHold(hold)
-                    return
-                }
-                hold.channels[index].expectedPrevID = publish.item.id
-                phase = .responseHold(hold)
+            guard followsExpectation(publish, channelIndex: index, hold: &hold) else {
+                resendHold(hold)  // a gap: the backend fills it (reliability.md 4)
+                return
             }
+            phase = .responseHold(hold)
             switch format.action {
             case .close:
                 return
@@ -729,12 +744,7 @@ extension HTTPProxyHandler: HubSubscriber {
             case .send:
                 break
             }
-            let subscribed = Set(hold.channels.map(\.name))
-            let outcome = SubscriptionFilters.evaluate(
-                filterContext(hold, channel: hold.channels[index], itemMeta: publish.item.meta),
-                content: format.body ?? [], formatContentFilters: format.contentFilters,
-                isSubscribed: { subscribed.contains($0) }
-            )
+            let outcome = filter(publish, hold: hold, channelIndex: index, content: format.body ?? [], contentFilters: format.contentFilters)
             let body: ByteBuffer
             switch outcome {
             case .drop:
@@ -773,17 +783,14 @@ extension HTTPProxyHandler: HubSubscriber {
         case .streamHold(var hold):
             guard let format = publish.item.httpStream,
                   let index = hold.channels.firstIndex(where: { $0.name == channel }) else { return }
-            if let expected = hold.channels[index].expectedPrevID {
-                guard publish.item.prevID == expected else {
-                    gateway.hub.forgetLastID(of: channel)
-                    if let link = hold.nextLink {
-                        if call == nil { startLinkCall(uri: link.uri, attempt: 0) }
-                    } else {
-                        endStreamedResponse()
-                    }
-                    return
+            guard followsExpectation(publish, channelIndex: index, hold: &hold) else {
+                // A gap: the item is dropped and the next link fills it; without a link the stream ends.
+                if let link = hold.nextLink {
+                    if call == nil { startLinkCall(uri: link.uri, attempt: 0) }
+                } else {
+                    endStreamedResponse()
                 }
-                hold.channels[index].expectedPrevID = publish.item.id
+                return
             }
             switch format.action {
             case .close:
@@ -795,12 +802,7 @@ extension HTTPProxyHandler: HubSubscriber {
             case .send:
                 break
             }
-            let subscribed = Set(hold.channels.map(\.name))
-            let outcome = SubscriptionFilters.evaluate(
-                filterContext(hold, channel: hold.channels[index], itemMeta: publish.item.meta),
-                content: format.content, formatContentFilters: format.contentFilters,
-                isSubscribed: { subscribed.contains($0) }
-            )
+            let outcome = filter(publish, hold: hold, channelIndex: index, content: format.content, contentFilters: format.contentFilters)
             switch outcome {
             case .drop:
                 phase = .streamHold(hold)

@@ -52,6 +52,7 @@ enum PassThroughWebSocket {
                     if let tls {
                         try sync.addHandler(NIOSSLClientHandler(context: tls, serverHostname: serverName.isEmpty ? nil : serverName))
                     }
+                    // Frames the backend sends right behind its 101 may share a read with it: keep them.
                     let requester = UpgradeRequester(head: head, promise: promise)
                     let relay = PassThroughBackendHandler()
                     let upgrader = NIOWebSocketClientUpgrader(
@@ -63,7 +64,7 @@ enum PassThroughWebSocket {
                             }
                         }
                     )
-                    try sync.addHTTPClientHandlers(withClientUpgrade: (upgraders: [upgrader], completionHandler: { context in
+                    try sync.addHTTPClientHandlers(leftOverBytesStrategy: .forwardBytes, withClientUpgrade: (upgraders: [upgrader], completionHandler: { context in
                         _ = try? context.pipeline.syncOperations.removeHandler(requester)
                     }))
                     try sync.addHandler(requester)
