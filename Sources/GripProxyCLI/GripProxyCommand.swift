@@ -3,6 +3,8 @@ import Foundation
 import GripCore
 import GripServer
 import Logging
+import Metrics
+import Prometheus
 import ServiceLifecycle
 
 @main
@@ -57,6 +59,9 @@ struct RunCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Event loop threads (default: one per core).")
     var threads: Int?
 
+    @Option(name: .customLong("prometheus-port"), help: "Serve Prometheus metrics on [ADDR:]PORT at /metrics (config: prometheus_port).")
+    var prometheusPort: String?
+
     func run() async throws {
         let configuration: GatewayConfiguration
         let logLevel: Logger.Level
@@ -82,7 +87,13 @@ struct RunCommand: AsyncParsableCommand {
         let logger = Logger(label: "gripproxy")
         for warning in pendingWarnings.value { logger.warning("\(warning)") }
 
-        let gateway = GatewayService(configuration: configuration, logger: logger)
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        let gateway = GatewayService(configuration: configuration, logger: logger, renderMetrics: {
+            var buffer: [UInt8] = []
+            registry.emit(into: &buffer)
+            return buffer
+        })
         let hangup = installHangupHandler()
         let group = ServiceGroup(configuration: .init(
             services: [gateway], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger
@@ -140,6 +151,13 @@ struct RunCommand: AsyncParsableCommand {
             configuration.backend.timeoutSeconds = Int64(backendTimeout)
         }
         if let threads { configuration.eventLoopThreads = max(1, threads) }
+        if let metricsPort = prometheusPort ?? settings?.prometheusPort {
+            guard let address = GatewayConfiguration.ListenAddress.parse(metricsPort, defaultHost: "0.0.0.0") else {
+                throw StartupError(description: "invalid prometheus port \(metricsPort): expected [ADDR:]PORT")
+            }
+            configuration.metricsListen = address
+        }
+        if let prefix = settings?.prometheusPrefix { configuration.metricsPrefix = prefix }
 
         // Decisions D4: --route lines, else --routes, else the config's routesfile, else `* test`.
         do {

@@ -15,15 +15,21 @@ package final class GatewayService: Service, Sendable {
     package let context: GatewayContext
     private let logger: Logger
 
-    package init(configuration: GatewayConfiguration, logger: Logger) {
+    private let renderMetrics: (@Sendable () -> [UInt8])?
+
+    /// `renderMetrics` produces the Prometheus text for `GET /metrics` when `metricsListen` is set.
+    package init(configuration: GatewayConfiguration, logger: Logger, renderMetrics: (@Sendable () -> [UInt8])? = nil) {
+        self.renderMetrics = renderMetrics
         self.configuration = configuration
         self.logger = logger
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.eventLoopThreads))
         let signer = GripSigner()
         let backend = BackendClient(group: group, configuration: configuration.backend, signer: signer)
-        let hub = Hub(group: group, configuration: configuration.delivery, logger: logger)
+        let metrics = GatewayMetrics(prefix: configuration.metricsPrefix)
+        let hub = Hub(group: group, configuration: configuration.delivery, logger: logger, metrics: metrics)
         self.context = GatewayContext(
-            configuration: configuration, routes: RouteStore(routes: configuration.routes), backend: backend, hub: hub, logger: logger
+            configuration: configuration, routes: RouteStore(routes: configuration.routes), backend: backend, hub: hub, logger: logger,
+            metrics: metrics
         )
     }
 
@@ -42,6 +48,7 @@ package final class GatewayService: Service, Sendable {
         let quiesce = ServerQuiescingHelper(group: group)
         var clientChannels: [Channel] = []
         let publishChannel: Channel
+        var metricsChannel: Channel?
         do {
             for address in configuration.client.listen {
                 let channel = try await ClientChannelInitializer.bootstrap(group: group, gateway: context, quiesce: quiesce)
@@ -53,6 +60,11 @@ package final class GatewayService: Service, Sendable {
                 group: group, hub: context.hub, configuration: configuration.publish, logger: logger
             ).bind(host: configuration.publish.listen.host, port: configuration.publish.listen.port).get()
             logger.info("publish listener on \(publishChannel.localAddress.map { "\($0)" } ?? "\(configuration.publish.listen)")")
+            if let address = configuration.metricsListen, let renderMetrics {
+                metricsChannel = try await MetricsListener.bootstrap(group: group, render: renderMetrics)
+                    .bind(host: address.host, port: address.port).get()
+                logger.info("metrics listener on \(address)")
+            }
         } catch {
             logger.error("cannot listen: \(error)")
             for channel in clientChannels { try? await channel.close() }
@@ -69,6 +81,7 @@ package final class GatewayService: Service, Sendable {
 
         logger.info("shutting down: quiescing connections")
         try? await publishChannel.close()
+        try? await metricsChannel?.close()
         let drained = group.next().makePromise(of: Void.self)
         quiesce.initiateShutdown(promise: drained)
         // Holds end promptly on quiesce; do not wait forever for clients that never read.

@@ -89,6 +89,9 @@ package struct GatewayConfiguration: Sendable {
     package var routes: [Route] = []
     package var routesFile: String?
     package var eventLoopThreads = System.coreCount
+    /// `prometheus_port`: where `GET /metrics` is served (nil: off, Pushpin's default).
+    package var metricsListen: ListenAddress?
+    package var metricsPrefix = ""
 
     package init() {}
 }

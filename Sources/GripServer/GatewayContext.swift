@@ -11,10 +11,13 @@ package final class GatewayContext: Sendable {
     package let backend: BackendClient
     package let hub: Hub
     package let logger: Logger
+    package let metrics: GatewayMetrics
     private let openConnections = NIOLockedValueBox(0)
 
-    package init(configuration: GatewayConfiguration, routes: RouteStore, backend: BackendClient, hub: Hub, logger: Logger) {
+    package init(configuration: GatewayConfiguration, routes: RouteStore, backend: BackendClient, hub: Hub, logger: Logger,
+                 metrics: GatewayMetrics) {
         self.configuration = configuration
+        self.metrics = metrics
         self.routes = routes
         self.backend = backend
         self.hub = hub
@@ -23,15 +26,25 @@ package final class GatewayContext: Sendable {
 
     /// Counts a new client connection; false when `client_maxconn` is reached (decisions D16).
     package func admitConnection() -> Bool {
-        openConnections.withLockedValue { count in
-            guard count < configuration.client.maxConnections else { return false }
+        let count: Int? = openConnections.withLockedValue { count in
+            guard count < configuration.client.maxConnections else { return nil }
             count += 1
-            return true
+            return count
         }
+        guard let count else {
+            metrics.connectionsRefused.increment()
+            return false
+        }
+        metrics.connectionConnected.record(count)
+        return true
     }
 
     package func connectionClosed() {
-        openConnections.withLockedValue { $0 -= 1 }
+        let count = openConnections.withLockedValue { count in
+            count -= 1
+            return count
+        }
+        metrics.connectionConnected.record(count)
     }
 
     package var connectionCount: Int { openConnections.withLockedValue { $0 } }

@@ -152,6 +152,7 @@ final class HTTPProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
         // so every connection either gets every item or is closed.
         if !context.channel.isWritable, case .streamHold = phase {
             logger.warning("closing slow stream client", metadata: ["uri": "\(exchange?.request.uri ?? "")"])
+            gateway.metrics.slowClientsClosed.increment()
             context.close(promise: nil)
         }
         context.fireChannelWritabilityChanged()
@@ -193,6 +194,7 @@ final class HTTPProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
             return
         }
         responseStarted = false
+        gateway.metrics.requestReceived.increment()
         let fields = head.headers.fields
         // Decisions C6: a request head over client_buffer_size gets 431 (the decoder has already parsed it,
         // so this measures the head as it was sent: request line plus "Name: value\r\n" lines).
@@ -777,6 +779,7 @@ extension HTTPProxyHandler: HubSubscriber {
                 headers.append(field)
             }
             logAccess(status: code, route: exchange?.route, hold: "response")
+            gateway.metrics.messageSent.increment()
             sendResponse(status: HTTPResponseStatus.exact(code, reasonPhrase: format.reason ?? HTTPStatusReason.phrase(for: code)),
                          headers: headers, body: body)
 
@@ -813,6 +816,7 @@ extension HTTPProxyHandler: HubSubscriber {
                 return
             case .send(let bytes):
                 let isRewritten = hold.channels[index].filters.contains { $0 == "var-subst" || $0 == "build-id" }
+                gateway.metrics.messageSent.increment()
                 if let shared = publish.streamContent, !isRewritten {
                     write(.body(.byteBuffer(shared)))
                 } else if !bytes.isEmpty {

@@ -65,6 +65,7 @@ final class WebSocketHandshake {
     }
 
     private func shouldUpgrade(channel: Channel, head: HTTPRequestHead) -> EventLoopFuture<HTTPHeaders?> {
+        gateway.metrics.requestReceived.increment()
         let fields = head.headers.fields
         let path = String(head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? "")
         guard let route = gateway.routes.current.match(host: fields.first(named: "Host"), path: path, isTLS: false, isWebSocket: true),

@@ -120,6 +120,7 @@ final class WebSocketSessionHandler: ChannelInboundHandler, RemovableChannelHand
         // decisions D8: a client that does not read past the write-buffer bound is closed with 1008.
         if !context.channel.isWritable {
             logger.warning("closing slow WebSocket client", metadata: ["uri": "\(accepted.request.uri)"])
+            gateway.metrics.slowClientsClosed.increment()
             writeClose(code: 1008, reason: Array("slow consumer".utf8))
             context.close(promise: nil)
         }
@@ -645,6 +646,7 @@ extension WebSocketSessionHandler: HubSubscriber {
                     of: publish, payload: payload, windowBits: parameters.serverMaxWindowBits)
             }
             send(message, payload: payload, compressed: compressed)
+            gateway.metrics.messageSent.increment()
             context.flush()
         }
     }

@@ -33,7 +33,11 @@ package final class Hub: Sendable {
     private let logger: Logger
     private let sweepTasks = NIOLockedValueBox<[RepeatedTask]>([])
 
-    package init(group: EventLoopGroup, configuration: GatewayConfiguration.Delivery, logger: Logger) {
+    package let metrics: GatewayMetrics
+
+    package init(group: EventLoopGroup, configuration: GatewayConfiguration.Delivery, logger: Logger,
+                 metrics: GatewayMetrics = GatewayMetrics()) {
+        self.metrics = metrics
         var loops: [EventLoop] = []
         var shards: [ObjectIdentifier: ShardBox] = [:]
         for loop in group.makeIterator() {
@@ -138,6 +142,7 @@ package final class Hub: Sendable {
     package func publish(_ items: [PublishItem]) {
         let now = NIODeadline.now().uptimeNanoseconds
         let prepared = items.map(PreparedPublish.init(item:))
+        metrics.messageReceived.increment(by: items.count)
         directory.withLockedValue { directory in
             for publish in prepared {
                 let item = publish.item

@@ -1,0 +1,28 @@
+import Metrics
+
+/// The gateway's metrics, through swift-metrics (the CLI bootstraps swift-prometheus behind it). Names follow
+/// Pushpin's Prometheus metrics (publish-api.md 8) with `prometheus_prefix` in front; the last two count
+/// what decisions D8 and D16 say must be counted. Created once and shared, so the hot path only increments.
+package struct GatewayMetrics: Sendable {
+    /// Client HTTP requests and WebSocket handshakes.
+    let requestReceived: Counter
+    /// Client connections open now.
+    let connectionConnected: Gauge
+    /// Published items accepted.
+    let messageReceived: Counter
+    /// Deliveries written to clients (one per recipient).
+    let messageSent: Counter
+    /// Connections closed because they did not read their queued data (decisions D8).
+    let slowClientsClosed: Counter
+    /// Connections refused at `client_maxconn` (decisions D16).
+    let connectionsRefused: Counter
+
+    package init(prefix: String = "") {
+        requestReceived = Counter(label: prefix + "request_received")
+        connectionConnected = Gauge(label: prefix + "connection_connected")
+        messageReceived = Counter(label: prefix + "message_received")
+        messageSent = Counter(label: prefix + "message_sent")
+        slowClientsClosed = Counter(label: prefix + "slow_client_closed")
+        connectionsRefused = Counter(label: prefix + "connection_refused")
+    }
+}
