@@ -52,11 +52,17 @@ def read_stat(pid: int):
 
 
 def machine_busy_s() -> float:
-    """CPU seconds spent busy by the whole machine (all cores), from /proc/stat."""
+    """CPU seconds the whole machine (all cores) spent busy, from /proc/stat: user, nice, system, irq,
+    softirq. Steal (time the hypervisor gave to someone else) is left out; see machine_steal_s."""
     with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    idle = v[3] + (v[4] if len(v) > 4 else 0)
-    return (sum(v[:8]) - idle) / CLK_TCK
+        v = [int(x) for x in f.readline().split()[1:]] + [0] * 8
+    return (v[0] + v[1] + v[2] + v[5] + v[6]) / CLK_TCK
+
+
+def machine_steal_s() -> float:
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]] + [0] * 8
+    return v[7] / CLK_TCK
 
 
 def rss_kb(pid: int) -> int:
@@ -411,14 +417,14 @@ def measure(server: Server, args, loadgen: str, pool: AddressPool, workdir: str)
     for i in range(args.rounds):
         s0 = server.snapshot()
         g0 = H.cpu_now()
-        b0 = machine_busy_s()
+        b0, st0 = machine_busy_s(), machine_steal_s()
         w0 = time.time()
         pub = publish(loadgen, pp, "fan", 1, 1, i, pool.next(), args.pad)
         m = H.wait(1, max(30000, N * 4), 10000)
         wall = time.time() - w0
         s1 = server.snapshot()
         g1 = H.cpu_now()
-        b1 = machine_busy_s()
+        b1, st1 = machine_busy_s(), machine_steal_s()
         this = m["lat"]  # RESET after every round: counters and latencies are this round's
         rounds.append({
             "live": m["live"], "complete": m["complete"], "missing": m["missing"],
@@ -427,7 +433,7 @@ def measure(server: Server, args, loadgen: str, pool: AddressPool, workdir: str)
             "total_ms": (m["last_ns"] - pub["first_send_ns"]) / 1e6 if m["last_ns"] else float("nan"),
             "publish_rtt_ms": pub["rtt_us_p50"] / 1000, "publish_ok": pub["ok"],
             "server_cpu_s": total(s1, "cpu_s") - total(s0, "cpu_s"),
-            "gen_cpu_s": g1 - g0, "pub_cpu_s": pub["cpu_s"], "machine_busy_s": b1 - b0, "wall_s": wall,
+            "gen_cpu_s": g1 - g0, "pub_cpu_s": pub["cpu_s"], "machine_busy_s": b1 - b0, "steal_s": st1 - st0, "wall_s": wall,
         })
         H.reset(0)
         rounds[-1]["deliveries"] = len(this)
@@ -451,14 +457,14 @@ def measure(server: Server, args, loadgen: str, pool: AddressPool, workdir: str)
         T.reset(count)
         s0 = server.snapshot()
         g0 = T.cpu_now()
-        b0 = machine_busy_s()
+        b0, st0 = machine_busy_s(), machine_steal_s()
         w0 = time.time()
         pub = publish(loadgen, pp, "tp", count, conc, 0, pool.next(), args.pad)
         m = T.wait(count, 120000, 10000)
         wall = time.time() - w0
         s1 = server.snapshot()
         g1 = T.cpu_now()
-        b1 = machine_busy_s()
+        b1, st1 = machine_busy_s(), machine_steal_s()
         span_pub = (pub["last_ack_ns"] - pub["first_send_ns"]) / 1e9
         span_del = (m["last_ns"] - pub["first_send_ns"]) / 1e9 if m["last_ns"] else float("nan")
         expected = count * m["live"]
@@ -474,7 +480,7 @@ def measure(server: Server, args, loadgen: str, pool: AddressPool, workdir: str)
             "lat_p50_ms": pctl(m["lat"], 0.5) / 1000, "lat_p99_ms": pctl(m["lat"], 0.99) / 1000,
             "lat_max_ms": (m["lat"][-1] if m["lat"] else float("nan")) / 1000,
             "server_cpu_s": total(s1, "cpu_s") - total(s0, "cpu_s"),
-            "gen_cpu_s": g1 - g0, "pub_cpu_s": pub["cpu_s"], "machine_busy_s": b1 - b0, "wall_s": wall,
+            "gen_cpu_s": g1 - g0, "pub_cpu_s": pub["cpu_s"], "machine_busy_s": b1 - b0, "steal_s": st1 - st0, "wall_s": wall,
         }
         log(f"{server.name}: {mode}: {tp[mode]['publishes_per_s']:.0f} publishes/s, "
             f"{tp[mode]['deliveries_per_s']:.0f} deliveries/s, lost {tp[mode]['lost']}, "
@@ -618,9 +624,9 @@ def log_findings(workdir: str, limit: int = 12) -> dict:
     return {"count": count, "examples": seen}
 
 
-def cpu_split(label: str, gen: float, pub: float, server: float, machine: float, wall: float) -> dict:
+def cpu_split(label: str, gen: float, pub: float, server: float, machine: float, wall: float, steal: float) -> dict:
     other = max(0.0, machine - gen - pub - server)
-    return {"phase": label, "gen": gen, "pub": pub, "server": server, "other": other, "wall": wall,
+    return {"phase": label, "gen": gen, "pub": pub, "server": server, "other": other, "wall": wall, "steal": steal,
             "busy_pct": 100 * machine / (wall * NCPU) if wall else float("nan"),
             "gen_pct_of_core": 100 * gen / wall if wall else float("nan")}
 
@@ -631,19 +637,19 @@ def generator_rows(R: dict) -> list[dict]:
         rs = r["fanout"]["rounds"]
         rows.append(cpu_split(f"{name} fan-out", sum(x["gen_cpu_s"] for x in rs), sum(x["pub_cpu_s"] for x in rs),
                               sum(x["server_cpu_s"] for x in rs), sum(x["machine_busy_s"] for x in rs),
-                              sum(x["wall_s"] for x in rs)))
+                              sum(x["wall_s"] for x in rs), sum(x["steal_s"] for x in rs)))
         for mode, t in r["throughput"].items():
             rows.append(cpu_split(f"{name} {mode}", t["gen_cpu_s"], t["pub_cpu_s"], t["server_cpu_s"],
-                                  t["machine_busy_s"], t["wall_s"]))
+                                  t["machine_busy_s"], t["wall_s"], t["steal_s"]))
     return rows
 
 
 def generator_table(R: dict) -> str:
-    out = ["| phase | wall (s) | server CPU (s) | subscriber generator CPU (s) | publisher CPU (s) | other processes CPU (s) | machine busy | generator, % of one core |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    out = ["| phase | wall (s) | server CPU (s) | subscriber generator CPU (s) | publisher CPU (s) | other processes CPU (s) | hypervisor steal (s) | machine busy | generator, % of one core |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for x in generator_rows(R):
         out.append(f"| {x['phase']} | {x['wall']:.2f} | {x['server']:.2f} | {x['gen']:.2f} | {x['pub']:.2f} | {x['other']:.2f} | "
-                   f"{x['busy_pct']:.0f}% | {x['gen_pct_of_core']:.0f}% |")
+                   f"{x['steal']:.2f} | {x['busy_pct']:.0f}% | {x['gen_pct_of_core']:.0f}% |")
     return "\n".join(out)
 
 
@@ -672,10 +678,11 @@ def write_report(path: str, R: dict, meta: dict, args) -> str:
     L.append("")
     L.append("## Is the generator the bottleneck?")
     L.append("")
-    L.append("CPU seconds per phase (utime+stime; \"other processes\" is the machine's busy time from /proc/stat minus "
-             f"the server, generator and publisher: anything else running on the {NCPU} cores, plus the kernel's softirq work "
-             "not charged to a process). The generator is not the bottleneck while it stays well under 100% of one core "
-             "and the machine is not saturated; a large \"other\" means something else was competing.")
+    L.append("CPU seconds per phase (utime+stime; \"other processes\" is the machine's busy time from /proc/stat "
+             "(user+nice+system+irq+softirq) minus the server, generator and publisher: anything else running on the "
+             f"{NCPU} cores, plus interrupt work not charged to a process; \"hypervisor steal\" is time the virtual CPUs "
+             "were runnable but not run). The generator is not the bottleneck while it stays well under 100% of one core "
+             "and the machine is not saturated; a large \"other\" or steal means something else was competing.")
     L.append("")
     L.append(generator_table(R))
     L.append("")
@@ -928,9 +935,11 @@ def main() -> int:
     if gr:
         worst = max(gr, key=lambda x: x["gen_pct_of_core"])
         other = sum(x["other"] for x in gr)
+        steal = sum(x["steal"] for x in gr)
         mach = sum(x["wall"] for x in gr) * NCPU
         print(f"Load generator: at most {worst['gen_pct_of_core']:.0f}% of one core ({worst['phase']}); "
-              f"other processes used {other:.1f} CPU-s of {mach:.1f} available during the measured phases.")
+              f"other processes used {other:.1f} CPU-s and hypervisor steal {steal:.1f} s "
+              f"of {mach:.1f} CPU-s available during the measured phases.")
     notes = checks(R, args)
     print()
     print("Errors, losses and anomalies:" if notes else "Errors, losses and anomalies: none")

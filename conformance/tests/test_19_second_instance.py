@@ -1,0 +1,220 @@
+"""Behaviours that need their own, short-lived target instance (harness/extra.py,
+on the worker's aux ports): graceful shutdown on SIGTERM, `client_maxconn`
+(decisions D16) and a raised `client_buffer_size` (decisions C6)."""
+
+import signal
+import time
+
+import httpx
+import pytest
+from websockets.exceptions import ConnectionClosed
+
+from harness.backend import Resp, grip_hold
+from harness.client import (Publisher, RawConn, StreamCollector, ensure_stream_subscribed, raw_long_poll,
+                            raw_request, wait_recheck, wait_until)
+from harness.extra import aux_factory, aux_routes
+from harness.ws import echo_handler, ws_subscribed
+
+
+@pytest.fixture
+def aux(env):
+    with aux_factory(env) as start:
+        yield start
+
+
+def ok_handler(backend, path, body=b"ok\n"):
+    backend.on(path, Resp(200, headers=[("Content-Type", "text/plain")], body=body))
+
+
+# -- graceful shutdown ----------------------------------------------------------
+
+
+def held_pair(env, backend, prefix, uid, target, tpub):
+    """A held long-poll (answered by its held response on timeout) and a held
+    stream on the instance, both subscribed."""
+    lp_ch, st_ch = "lp-" + uid, "st-" + uid
+    backend.on(prefix + "lp", grip_hold("response", lp_ch, body="held response\n", timeout=30,
+                                       headers=[("Content-Type", "text/plain")]))
+    backend.on(prefix + "st", grip_hold("stream", st_ch, body="start\n"))
+    s = StreamCollector(target.port, prefix + "st")
+    ensure_stream_subscribed(s, tpub, st_ch)
+    lp = raw_long_poll(target.port, prefix + "lp", timeout=30)
+    wait_recheck(backend, prefix + "lp")
+    assert not lp.done()
+    return lp, s
+
+
+def sigterm_and_wait(target, bound=10):
+    t0 = time.monotonic()
+    target.proc.send_signal(signal.SIGTERM)
+    try:
+        code = target.proc.wait(timeout=bound)
+    except Exception:
+        pytest.fail("still running %ds after SIGTERM" % bound)
+    return code, time.monotonic() - t0
+
+
+def test_sigterm_with_held_requests_exits_promptly(env, backend, prefix, uid, aux):
+    """SIGTERM with a long-poll and a stream held: the process exits within a
+    few seconds and both client connections are finished (none left hanging)."""
+    target = aux("sigterm", aux_routes(env))
+    tpub = Publisher(target.publish_base)
+    lp, s = held_pair(env, backend, prefix, uid, target, tpub)
+    try:
+        code, took = sigterm_and_wait(target)
+        assert took < 5, "exited %.1fs after SIGTERM" % took
+        assert s.wait_end(5), "the stream connection was left open"
+        assert lp.done() or wait_until(lp.done, 5), "the long-poll connection was left open"
+    finally:
+        s.close()
+        tpub.close()
+
+
+@pytest.mark.beyond_reference
+def test_sigterm_long_poll_gets_held_response_stream_ends_cleanly(env, backend, prefix, uid, aux):
+    """Graceful shutdown (README): a held long-poll gets its held (timeout)
+    response and a held stream ends with its final chunk. Pushpin 1.36 just
+    closes both connections."""
+    target = aux("sigterm-graceful", aux_routes(env))
+    tpub = Publisher(target.publish_base)
+    lp, s = held_pair(env, backend, prefix, uid, target, tpub)
+    try:
+        target.proc.send_signal(signal.SIGTERM)
+        r = lp.result(10)
+        assert (r.status, r.body) == (200, b"held response\n")
+        assert s.wait_end(10), "the stream was not ended"
+        assert s.error is None and s.ended and not s.closed, \
+            "the stream did not end with its final chunk: %r" % (s.error,)
+        code, took = sigterm_and_wait(target)
+        assert took < 5
+    finally:
+        s.close()
+        tpub.close()
+
+
+def test_sigterm_exit_status_zero(env, backend, aux):
+    target = aux("sigterm-idle", aux_routes(env))
+    target.proc.send_signal(signal.SIGTERM)
+    try:
+        code = target.proc.wait(timeout=10)
+    except Exception:
+        pytest.fail("still running 10 s after SIGTERM")
+    assert code == 0, "exit status %s after SIGTERM; log:\n%s" % (code, target.log_tail())
+
+
+@pytest.mark.websocket
+@pytest.mark.beyond_reference
+def test_sigterm_closes_websocket_1001(env, backend, uid, aux):
+    """A WebSocket gets close 1001 (going away) on graceful shutdown."""
+    from websockets.sync.client import connect
+    ch = "ws-" + uid
+    path = "/ws-sigterm/%s/" % uid
+    backend.on(path, echo_handler(subscribe=ch))
+    target = aux("sigterm-ws", aux_routes(env, "*,path_beg=/ws-sigterm/ 127.0.0.1:%d,over_http" % env.ports.backend))
+    tpub = Publisher(target.publish_base)
+    try:
+        with connect("ws://127.0.0.1:%d%s" % (target.port, path), compression=None, ping_interval=None,
+                     open_timeout=10, close_timeout=5) as ws:
+            ws_subscribed(ws, tpub, ch)
+            target.proc.send_signal(signal.SIGTERM)
+            with pytest.raises(ConnectionClosed):
+                ws.recv(timeout=10)
+            assert ws.close_code == 1001, (ws.close_code, ws.close_reason)
+        target.proc.wait(timeout=10)
+    finally:
+        tpub.close()
+
+
+# -- client_maxconn ---------------------------------------------------------------
+
+
+def get_on(conn, path):
+    conn.send(raw_request("GET", path))
+    return conn.read_response(timeout=5)
+
+
+@pytest.mark.beyond_reference
+def test_client_maxconn_fourth_connection_503(env, backend, prefix, aux):
+    """decisions D16: with client_maxconn=3, a 4th concurrent connection is
+    answered 503 with Connection: close; the three others keep working."""
+    ok_handler(backend, prefix)
+    target = aux("maxconn", aux_routes(env), {"runner": {"client_maxconn": "3"}})
+    conns = []
+    try:
+        # the readiness probe's connections may take a moment to be counted out
+        deadline = time.monotonic() + 5
+        while len(conns) < 3:
+            c = RawConn(target.port, timeout=5)
+            r = get_on(c, prefix + str(len(conns)))
+            if r.status == 200:
+                conns.append(c)
+                continue
+            c.close()
+            assert r.status == 503 and time.monotonic() < deadline, \
+                "connection %d of 3 refused (%s)" % (len(conns) + 1, r.status)
+            time.sleep(0.1)
+        fourth = RawConn(target.port, timeout=5)
+        try:
+            try:
+                fourth.send(raw_request("GET", prefix + "fourth"))
+            except OSError:
+                pass
+            r = fourth.read_response(timeout=5)
+            assert r.status == 503, r
+            assert "close" in (r.header("Connection") or "").lower()
+            assert fourth.peer_closed(3), "the refused connection stayed open"
+        finally:
+            fourth.close()
+        for i, c in enumerate(conns):
+            r = get_on(c, prefix + "again-%d" % i)
+            assert (r.status, r.body) == (200, b"ok\n")
+        assert not any(r.target.endswith("fourth") for r in backend.requests(prefix))
+        # a slot freed is a slot usable again
+        conns.pop().close()
+        deadline = time.monotonic() + 3
+        while True:
+            c = RawConn(target.port, timeout=5)
+            try:
+                r = get_on(c, prefix + "freed")
+            finally:
+                c.close()
+            if r.status == 200:
+                break
+            assert time.monotonic() < deadline, "a freed connection slot was not reused"
+            time.sleep(0.1)
+    finally:
+        for c in conns:
+            c.close()
+    assert target.alive()
+
+
+# -- client_buffer_size -----------------------------------------------------------
+
+
+def test_client_buffer_size_raised_accepts_larger_head(env, backend, prefix, aux):
+    """[runner] client_buffer_size=16384: a 12 kB header (over the default
+    8,192) is accepted and reaches the backend."""
+    ok_handler(backend, prefix)
+    target = aux("bufsize", aux_routes(env), {"runner": {"client_buffer_size": "16384"}})
+    with httpx.Client(timeout=10) as c:
+        r = c.get(target.url(prefix), headers={"X-Big": "b" * 12000})
+    assert (r.status_code, r.text) == (200, "ok\n")
+    assert backend.requests(prefix)[-1].header("X-Big") == "b" * 12000
+
+
+@pytest.mark.beyond_reference
+def test_client_buffer_size_raised_limit_431(env, backend, prefix, aux):
+    """decisions C6 with client_buffer_size=16384: a 20 kB head gets 431,
+    and the instance keeps serving."""
+    ok_handler(backend, prefix)
+    target = aux("bufsize431", aux_routes(env), {"runner": {"client_buffer_size": "16384"}})
+    c = RawConn(target.port, timeout=5)
+    try:
+        c.send(raw_request("GET", prefix, headers=[("X-Big", "b" * 20000)]))
+        r = c.read_response(timeout=5)
+    finally:
+        c.close()
+    assert r.status == 431
+    with httpx.Client(timeout=10) as h:
+        r = h.get(target.url(prefix), headers={"X-Big": "b" * 12000})
+    assert (r.status_code, r.text) == (200, "ok\n")
