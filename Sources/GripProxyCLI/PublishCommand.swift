@@ -66,10 +66,24 @@ struct PublishCommand: AsyncParsableCommand {
             request.headers.add(name: "Authorization", value: "Basic " + Data(user.utf8).base64EncodedString())
         }
         request.body = .bytes(ByteBuffer(bytes: body))
-        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
-        let answer = try await response.body.collect(upTo: 1 << 20)
-        if response.status != .ok {
-            FileHandle.standardError.write(Data("\(response.status.code) \(response.status.reasonPhrase)\n\(String(buffer: answer))".utf8))
+        // A refused connection is reported at once (the shared client would retry it until its timeout).
+        var configuration = HTTPClient.Configuration(redirectConfiguration: .disallow, timeout: .init(connect: .seconds(10)))
+        configuration.connectionPool.retryConnectionEstablishment = false
+        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+        let status: HTTPResponseStatus
+        let answer: ByteBuffer
+        do {
+            let response = try await client.execute(request, timeout: .seconds(30))
+            status = response.status
+            answer = try await response.body.collect(upTo: 1 << 20)
+        } catch {
+            try? await client.shutdown()
+            FileHandle.standardError.write(Data("gripproxy publish: \(base)/publish/: \(error)\n".utf8))
+            throw ExitCode(1)
+        }
+        try? await client.shutdown()
+        if status != .ok {
+            FileHandle.standardError.write(Data("\(status.code) \(status.reasonPhrase)\n\(String(buffer: answer))".utf8))
             throw ExitCode(1)
         }
     }

@@ -67,17 +67,19 @@ extension JSONValue: Decodable {
             self = .array(array)
             return
         }
+        // Strings first: they are the most common scalar in publish bodies, and every failed attempt costs a
+        // thrown DecodingError.
         let container = try decoder.singleValueContainer()
         if container.decodeNil() {
             self = .null
+        } else if let s = try? container.decode(String.self) {
+            self = .string(s)
         } else if let b = try? container.decode(Bool.self) {
             self = .bool(b)
         } else if let i = try? container.decode(Int.self) {
             self = .integer(i)
-        } else if let d = try? container.decode(Double.self) {
-            self = .double(d)
         } else {
-            self = .string(try container.decode(String.self))
+            self = .double(try container.decode(Double.self))
         }
     }
 

@@ -828,11 +828,15 @@ extension HTTPProxyHandler: HubSubscriber {
             }
             phase = .streamHold(hold)
             updateDeadline()
-            context?.flush()
+            if let context { gateway.hub.shard(for: context.eventLoop).flushSoon(self) }
 
         default:
             return
         }
+    }
+
+    func flushDeliveries() {
+        context?.flush()
     }
 
     func recheck(channel: String?) {

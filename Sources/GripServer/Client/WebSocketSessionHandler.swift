@@ -647,11 +647,15 @@ extension WebSocketSessionHandler: HubSubscriber {
             }
             send(message, payload: payload, compressed: compressed)
             gateway.metrics.messageSent.increment()
-            context.flush()
+            gateway.hub.shard(for: context.eventLoop).flushSoon(self)
         }
     }
 
     func recheck(channel: String?) {}
+
+    func flushDeliveries() {
+        context?.flush()
+    }
 
     func deadlineReached(now: NIODeadline) {
         if let deadline = keepAliveRequestDeadline, deadline <= now {

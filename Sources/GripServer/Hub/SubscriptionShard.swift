@@ -10,6 +10,8 @@ package protocol HubSubscriber: AnyObject {
     func recheck(channel: String?)
     /// The sweep found this subscriber's deadline passed.
     func deadlineReached(now: NIODeadline)
+    /// Flushes what `deliver` wrote (see `SubscriptionShard.flushSoon`).
+    func flushDeliveries()
 }
 
 /// The subscriptions of one event loop. Loop-confined: only code running on `eventLoop` touches it, so no
@@ -32,6 +34,11 @@ package final class SubscriptionShard {
         lastCompressed = (publish, windowBits, data)
         return data
     }
+
+    /// Subscribers that wrote deliveries not yet flushed. They are flushed by one task queued behind the
+    /// deliveries already waiting on the loop, so a burst of items reaches each socket in one write.
+    private var pendingFlush: [ObjectIdentifier: HubSubscriber] = [:]
+    private var flushScheduled = false
 
     package init(eventLoop: EventLoop) {
         self.eventLoop = eventLoop
@@ -64,6 +71,20 @@ package final class SubscriptionShard {
             deadlines[key] = (deadline, subscriber)
         } else {
             deadlines.removeValue(forKey: key)
+        }
+    }
+
+    /// Asks for `subscriber.flushDeliveries()` once the loop has run the deliveries queued so far.
+    package func flushSoon(_ subscriber: HubSubscriber) {
+        eventLoop.assertInEventLoop()
+        pendingFlush[ObjectIdentifier(subscriber)] = subscriber
+        guard !flushScheduled else { return }
+        flushScheduled = true
+        eventLoop.assumeIsolated().execute { [self] in
+            flushScheduled = false
+            let subscribers = pendingFlush
+            pendingFlush = [:]
+            for subscriber in subscribers.values { subscriber.flushDeliveries() }
         }
     }
 
