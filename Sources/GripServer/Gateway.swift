@@ -45,7 +45,8 @@ package final class GatewayService: Service, Sendable {
     package func run() async throws {
         try await context.backend.signer.prepare(signingIdentities(configuration.routes))
         context.hub.start()
-        let quiesce = ServerQuiescingHelper(group: group)
+        // Optional so it can be released before the loops stop: its deinit completes a promise on a loop.
+        var quiesce: ServerQuiescingHelper? = ServerQuiescingHelper(group: group)
         var clientChannels: [Channel] = []
         let publishChannel: Channel
         var metricsChannel: Channel?
@@ -68,6 +69,7 @@ package final class GatewayService: Service, Sendable {
         } catch {
             logger.error("cannot listen: \(error)")
             for channel in clientChannels { try? await channel.close() }
+            quiesce = nil
             try? await shutdownResources()
             throw error
         }
@@ -83,7 +85,7 @@ package final class GatewayService: Service, Sendable {
         try? await publishChannel.close()
         try? await metricsChannel?.close()
         let drained = group.next().makePromise(of: Void.self)
-        quiesce.initiateShutdown(promise: drained)
+        quiesce?.initiateShutdown(promise: drained)
         // Holds end promptly on quiesce; do not wait forever for clients that never read.
         _ = try? await withThrowingTaskGroup(of: Void.self) { tasks in
             tasks.addTask { try await drained.futureResult.get() }
@@ -91,6 +93,7 @@ package final class GatewayService: Service, Sendable {
             try await tasks.next()
             tasks.cancelAll()
         }
+        quiesce = nil
         try? await shutdownResources()
         logger.info("stopped")
     }
