@@ -188,6 +188,36 @@ def test_client_maxconn_fourth_connection_503(env, backend, prefix, aux):
     assert target.alive()
 
 
+@pytest.mark.beyond_reference
+def test_client_maxconn_refused_connection_does_not_block_shutdown(env, backend, prefix, aux):
+    """decisions D16: a connection refused past client_maxconn is closed by the
+    proxy, so it cannot keep a later graceful shutdown waiting."""
+    ok_handler(backend, prefix)
+    target = aux("maxconn-stop", aux_routes(env), {"runner": {"client_maxconn": "1"}})
+    first = RawConn(target.port, timeout=5)
+    refused = None
+    try:
+        deadline = time.monotonic() + 5
+        while get_on(first, prefix).status != 200:
+            assert time.monotonic() < deadline, "the only connection slot never freed"
+            first.close()
+            time.sleep(0.1)
+            first = RawConn(target.port, timeout=5)
+        refused = RawConn(target.port, timeout=5)
+        try:
+            refused.send(raw_request("GET", prefix + "refused"))
+        except OSError:
+            pass
+        time.sleep(0.5)
+        first.close()
+        code, took = sigterm_and_wait(target)
+        assert took < 5, "exited %.1fs after SIGTERM" % took
+    finally:
+        first.close()
+        if refused:
+            refused.close()
+
+
 # -- client_buffer_size -----------------------------------------------------------
 
 

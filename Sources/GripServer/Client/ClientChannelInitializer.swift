@@ -37,9 +37,9 @@ enum ClientChannelInitializer {
         guard gateway.admitConnection() else {
             // Decisions D16: answer and close, without parsing anything.
             gateway.logger.warning("client_maxconn (\(gateway.configuration.client.maxConnections)) reached; refusing connection")
-            let body = "Service Unavailable\n"
-            let response = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
-            return channel.writeAndFlush(ByteBuffer(string: response)).flatMap { channel.close() }
+            return channel.eventLoop.makeCompletedFuture {
+                try channel.pipeline.syncOperations.addHandler(RefuseConnectionHandler())
+            }
         }
         channel.closeFuture.whenComplete { _ in gateway.connectionClosed() }
         setKeepAliveTiming(channel)
@@ -102,4 +102,22 @@ private final class QuiesceForwarder: ChannelInboundHandler, RemovableChannelHan
         if event is ChannelShouldQuiesceEvent { proxy.quiesce() }
         context.fireUserInboundEventTriggered(event)
     }
+}
+
+/// Answers `503` and closes, for connections past `client_maxconn`. It writes once the channel is active:
+/// a write from the child initializer could not complete before the initializer returned.
+private final class RefuseConnectionHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    func channelActive(context: ChannelHandlerContext) {
+        let body = "Service Unavailable\n"
+        let response = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+            + "Content-Length: \(body.utf8.count)\r\n\r\n\(body)"
+        context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: response))).assumeIsolated().whenComplete { _ in
+            context.close(promise: nil)
+        }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {}  // the request is not read
 }

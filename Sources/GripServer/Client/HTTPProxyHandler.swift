@@ -641,7 +641,7 @@ final class HTTPProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
             return
         }
         logger.info("next link \(uri) failed: \(reason); retrying")
-        let delay = TimeAmount.milliseconds(Int64(delays[attempt] * 1000) + Int64.random(in: 0..<1000))
+        let delay = RetryDelay.withJitter(seconds: delays[attempt])
         // The retry is the outstanding call meanwhile, so deliveries and deadlines do not start another fetch.
         let id = makeCallID()
         call = BackendCall(id: id, purpose: purpose)

@@ -373,7 +373,7 @@ final class WebSocketSessionHandler: ChannelInboundHandler, RemovableChannelHand
         guard let context else { return }
         let delays = gateway.configuration.backend.retryDelays
         let base = delays.isEmpty ? 1.0 : delays[min(attempt - 1, delays.count - 1)]
-        let delay = TimeAmount.milliseconds(Int64(base * 1000) + Int64.random(in: 0..<1000))
+        let delay = RetryDelay.withJitter(seconds: base)
         let generation = requestGeneration
         context.eventLoop.assumeIsolated().scheduleTask(in: delay) { [self] in
             guard generation == self.requestGeneration, var machine = self.machine else { return }
