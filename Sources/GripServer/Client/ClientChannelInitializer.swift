@@ -66,7 +66,7 @@ enum ClientChannelInitializer {
         let upgrader = HTTPServerUpgradeHandler(
             upgraders: [handshake.makeUpgrader()], httpEncoder: encoder, extraHTTPHandlers: httpHandlers,
             upgradeCompletionHandler: { context in
-                _ = try? context.pipeline.syncOperations.removeHandler(proxy)
+                _ = context.pipeline.syncOperations.removeHandler(proxy)
             }
         )
         let sync = channel.pipeline.syncOperations

@@ -9,7 +9,7 @@ import NIOWebSocket
 /// client's own loop with NIO's client upgrader. The outcome is the upgraded backend channel (with a
 /// `PassThroughBackendHandler` waiting for its client side), or the backend's refusal, or a connect failure.
 enum PassThroughWebSocket {
-    enum Outcome {
+    enum Outcome: Sendable {
         case upgraded(Channel, HTTPResponseHead, PassThroughBackendHandler)
         case refused(WebSocketHandshake.Refusal)
         case connectFailed(String)
@@ -65,7 +65,7 @@ enum PassThroughWebSocket {
                         }
                     )
                     try sync.addHTTPClientHandlers(leftOverBytesStrategy: .forwardBytes, withClientUpgrade: (upgraders: [upgrader], completionHandler: { context in
-                        _ = try? context.pipeline.syncOperations.removeHandler(requester)
+                        _ = context.pipeline.syncOperations.removeHandler(requester)
                     }))
                     try sync.addHandler(requester)
                 }
@@ -77,7 +77,8 @@ enum PassThroughWebSocket {
 }
 
 /// Sends the upgrade request once connected and, if the backend refuses, collects its answer.
-private final class UpgradeRequester: ChannelInboundHandler, RemovableChannelHandler {
+/// Loop-confined: created in the channel initializer and used only on the channel's loop.
+private final class UpgradeRequester: ChannelInboundHandler, RemovableChannelHandler, @unchecked Sendable {
     typealias InboundIn = HTTPClientResponsePart
     typealias OutboundOut = HTTPClientRequestPart
 
@@ -134,8 +135,9 @@ private final class UpgradeRequester: ChannelInboundHandler, RemovableChannelHan
 }
 
 /// The backend side of a pass-through WebSocket: hands frames to the client's session handler (same loop)
-/// and tells it when the backend goes away.
-final class PassThroughBackendHandler: ChannelInboundHandler, RemovableChannelHandler {
+/// and tells it when the backend goes away. Loop-confined: both channels share one event loop, which is what
+/// makes the unchecked Sendable sound.
+final class PassThroughBackendHandler: ChannelInboundHandler, RemovableChannelHandler, @unchecked Sendable {
     typealias InboundIn = WebSocketFrame
     typealias OutboundOut = WebSocketFrame
 

@@ -104,7 +104,7 @@ final class WebSocketHandshake {
     private func connectPassThrough(route: Route, targetIndex: Int, request: OriginalRequest,
                                     deflate: PerMessageDeflateNegotiation.Result?) -> EventLoopFuture<HTTPHeaders?> {
         PassThroughWebSocket.connect(gateway: gateway, route: route, target: route.targets[targetIndex], request: request, on: eventLoop)
-            .flatMap { [self] outcome in
+            .assumeIsolated().flatMap { [self] outcome in
                 switch outcome {
                 case .connectFailed(let reason):
                     if targetIndex + 1 < route.targets.count {
@@ -135,7 +135,7 @@ final class WebSocketHandshake {
                     if let deflate { headers.add(name: "Sec-WebSocket-Extensions", value: deflate.responseHeader) }
                     return eventLoop.makeSucceededFuture(headers)
                 }
-            }
+            }.nonisolated()
     }
 
     /// The handshake request's fixed parts, while OPEN is out.
@@ -151,7 +151,7 @@ final class WebSocketHandshake {
         let route = opening.route
         let call = WebSocketOverHTTPRequest(gateway: gateway, route: route, target: route.targets[targetIndex], request: opening.request,
                                             connectionID: opening.connectionID, meta: [:])
-        return call.send([.open], on: eventLoop).flatMap { [self] result in
+        return call.send([.open], on: eventLoop).assumeIsolated().flatMap { [self] result in
             var machine = machine
             switch result {
             case .failure(.connectFailed(let reason)) where targetIndex + 1 < route.targets.count:
@@ -199,17 +199,18 @@ final class WebSocketHandshake {
                 }
                 if case .scheduleKeepAliveRequest(let seconds)? = actions.first {
                     // Deferred accept: OPEN again after the interval, the client still waiting.
-                    return eventLoop.scheduleTask(in: .seconds(Int64(seconds))) {}.futureResult.flatMap { [self] in
-                        var machine = machine
+                    let waiting = machine
+                    return eventLoop.scheduleTask(in: .seconds(Int64(seconds))) {}.futureResult.assumeIsolated().flatMap { [self] in
+                        var machine = waiting
                         _ = machine.keepAliveIntervalElapsed()
                         return sendOpen(opening, targetIndex: targetIndex, machine: machine)
-                    }
+                    }.nonisolated()
                 }
                 gateway.logger.warning("WebSocket OPEN answer does not start with OPEN")
                 refusal = Self.badGateway()
                 return eventLoop.makeSucceededFuture(nil)
             }
-        }
+        }.nonisolated()
     }
 
     /// The `101`'s headers: the backend's answer headers minus the ones websocket-over-http 1 removes.
