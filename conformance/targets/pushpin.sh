@@ -5,6 +5,11 @@
 # env:   ZMQ_PORTS="PULL,SUB,CMD"  three free TCP ports for Pushpin's ZeroMQ inputs
 #                                   (default: PUBLISH_PORT+2, +4, +6)
 #        SIG_ISS                    Grip-Sig issuer (default: conformance)
+#        PUSHPIN_LOG_LEVEL          [runner] log_level (default 2, as shipped)
+#        PUSHPIN_MESSAGE_RATE       [handler] message_rate (default 2500, as shipped; empty: key left
+#                                   out, which Pushpin's code treats as unlimited)
+#        PUSHPIN_MESSAGE_HWM        [handler] message_hwm (default 25000, as shipped)
+#        PUSHPIN_RUN_TAG            short tag for the run folder and ipc prefix (default c); bench/ uses its own
 #
 # Writes WORKDIR/pushpin.conf (every port and the ipc prefix moved, zurl started
 # by the runner with its sockets in a short private folder; decisions.md C1),
@@ -18,6 +23,12 @@ if [ $# -ne 6 ]; then
 fi
 workdir=$1 client_port=$2 publish_port=$3 backend_port=$4 sig_key=$5 routes=$6
 sig_iss=${SIG_ISS:-conformance}
+log_level=${PUSHPIN_LOG_LEVEL:-2}
+rate=${PUSHPIN_MESSAGE_RATE-2500}
+hwm=${PUSHPIN_MESSAGE_HWM:-25000}
+tag=${PUSHPIN_RUN_TAG:-c}
+rate_line="# message_rate left out: unlimited"
+[ -n "$rate" ] && rate_line="message_rate=$rate"
 zmq_ports=${ZMQ_PORTS:-$((publish_port + 2)),$((publish_port + 4)),$((publish_port + 6))}
 IFS=, read -r zmq_pull zmq_sub zmq_cmd <<<"$zmq_ports"
 
@@ -28,7 +39,7 @@ internal_conf=/usr/lib/pushpin/internal.conf
 mkdir -p "$workdir/log"
 workdir=$(cd "$workdir" && pwd)
 # ipc socket paths must stay under ~100 bytes: keep the run folder short.
-rundir=${TMPDIR:-/tmp}/gpc-pp-$client_port
+rundir=${TMPDIR:-/tmp}/gp$tag-pp-$client_port
 rm -rf "$rundir"
 mkdir -p "$rundir"
 cp "$routes" "$workdir/routes"
@@ -38,7 +49,7 @@ cat >"$workdir/pushpin.conf" <<CONF
 [global]
 include=$internal_conf
 rundir=$rundir
-ipc_prefix=c$client_port-
+ipc_prefix=$tag$client_port-
 port_offset=0
 stats_connection_ttl=120
 
@@ -46,7 +57,7 @@ stats_connection_ttl=120
 services=condure,zurl,pushpin-proxy,pushpin-handler
 http_port=127.0.0.1:$client_port
 logdir=$workdir/log
-log_level=2
+log_level=$log_level
 client_buffer_size=8192
 client_maxconn=50000
 condure_bin=condure
@@ -83,8 +94,8 @@ push_in_http_max_headers_size=10000
 push_in_http_max_body_size=1000000
 stats_spec=ipc://{rundir}/{ipc_prefix}stats
 command_spec=tcp://127.0.0.1:$zmq_cmd
-message_rate=2500
-message_hwm=25000
+$rate_line
+message_hwm=$hwm
 message_wait=5000
 id_cache_ttl=60
 connection_subscription_max=20
