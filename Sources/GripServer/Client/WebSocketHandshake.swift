@@ -52,6 +52,12 @@ final class WebSocketHandshake {
     init(gateway: GatewayContext, channel: Channel) {
         self.gateway = gateway
         self.eventLoop = channel.eventLoop
+        // A client that leaves while its pass-through backend is already upgraded never gets a session to
+        // own that backend connection: close it here.
+        channel.closeFuture.assumeIsolated().whenComplete { [weak self] _ in
+            self?.accepted?.passThrough?.channel.close(promise: nil)
+            self?.accepted = nil
+        }
     }
 
     func makeUpgrader() -> NIOWebSocketServerUpgrader {
