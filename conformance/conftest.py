@@ -149,3 +149,20 @@ def ws_backend(env):
     b.start()
     yield b
     b.stop()
+
+
+# Shared by the tests that start a second, short-lived target instance (harness/extra.py).
+@pytest.fixture
+def aux(env):
+    from harness.extra import aux_factory
+    with aux_factory(env) as start:
+        yield start
+
+
+@pytest.fixture
+def spare_backend(env):
+    from harness.extra import ClosableBackend
+    b = ClosableBackend(env.ports.spare)
+    b.start()
+    yield b
+    b.stop()

@@ -14,7 +14,7 @@ from websockets.exceptions import ConnectionClosed
 
 from harness.backend import Resp
 from harness.client import wait_until
-from harness.extra import ClosableBackend, aux_factory, aux_routes
+from harness.extra import ClosableBackend, aux_routes
 from harness.target import SIG_ISS, SIG_KEY
 from harness.ws import echo_handler, events_of, ws_connect
 
@@ -130,20 +130,6 @@ def test_ws_grip_sig_not_valid_with_other_key(env, backend, uid):
 
 
 # -- backend gone after the handshake ------------------------------------------
-
-
-@pytest.fixture
-def aux(env):
-    with aux_factory(env) as start:
-        yield start
-
-
-@pytest.fixture
-def spare_backend(env):
-    b = ClosableBackend(env.ports.spare)
-    b.start()
-    yield b
-    b.stop()
 
 
 def down_routes(env):

@@ -10,23 +10,9 @@ import pytest
 
 from harness.backend import Resp, grip_hold
 from harness.client import StreamCollector, ensure_stream_subscribed
-from harness.extra import ClosableBackend, aux_factory, aux_routes
+from harness.extra import aux_routes
 
 RELOAD_BOUND = 3.5  # about 1 s after the change (routes.md 1), with a margin
-
-
-@pytest.fixture
-def aux(env):
-    with aux_factory(env) as start:
-        yield start
-
-
-@pytest.fixture
-def spare_backend(env):
-    b = ClosableBackend(env.ports.spare)
-    b.start()
-    yield b
-    b.stop()
 
 
 def route_to(port, path):

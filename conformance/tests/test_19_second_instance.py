@@ -12,14 +12,8 @@ from websockets.exceptions import ConnectionClosed
 from harness.backend import Resp, grip_hold
 from harness.client import (Publisher, RawConn, StreamCollector, ensure_stream_subscribed, raw_long_poll,
                             raw_request, wait_recheck, wait_until)
-from harness.extra import aux_factory, aux_routes
+from harness.extra import aux_routes
 from harness.ws import echo_handler, ws_subscribed
-
-
-@pytest.fixture
-def aux(env):
-    with aux_factory(env) as start:
-        yield start
 
 
 def ok_handler(backend, path, body=b"ok\n"):
