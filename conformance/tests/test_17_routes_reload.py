@@ -77,9 +77,13 @@ def test_routes_reload_keeps_held_stream(env, backend, spare_backend, uid, aux):
     target = aux("reload-stream", aux_routes(env, route_to(env.ports.backend, "/moving/")))
     from harness.client import Publisher
     tpub = Publisher(target.publish_base)
+    # A freshly started instance (Pushpin: its zurl and handler too) must serve the route before the stream
+    # is opened, or the stream request itself can fail while the services come up.
+    assert wait_served_by(target, path, (200, "main\n"), 10)
     s = StreamCollector(target.port, path + "stream")
     try:
-        off = ensure_stream_subscribed(s, tpub, ch)
+        assert s.status == 200, s.status
+        off = ensure_stream_subscribed(s, tpub, ch, timeout=20)
         target.write_routes(aux_routes(env, route_to(env.ports.spare, "/moving/")))
         assert wait_served_by(target, path, (200, "spare\n"), RELOAD_BOUND)
         tpub.stream(ch, "after the reload\n")
