@@ -11,24 +11,36 @@ import Testing
 /// The publish listener's wire behaviour on an embedded channel: raw request bytes in, raw response bytes out.
 @Suite struct PublishHandlerTests {
     private func exchange(_ request: String, maxBody: Int = 1_000_000) throws -> (status: String, headers: String, body: String) {
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        defer { try? group.syncShutdownGracefully() }
-        let hub = Hub(group: group, configuration: .init(), logger: Logger(label: "test"))
-        var configuration = GatewayConfiguration.Publish()
-        configuration.maxBodyBytes = maxBody
-        let channel = EmbeddedChannel()
-        try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-        try channel.pipeline.syncOperations.addHandler(PublishHandler(hub: hub, configuration: configuration, logger: Logger(label: "test")))
+        let (channel, _) = try makeChannel(maxBody: maxBody)
         try channel.writeInbound(ByteBuffer(string: request))
-        var output = ""
-        while let buffer = try channel.readOutbound(as: ByteBuffer.self) {
-            output += String(buffer: buffer)
-        }
+        channel.embeddedEventLoop.run()  // the directory's acceptance, then the answer
+        let output = try readAll(channel)
         _ = try? channel.finish()
         let parts = output.components(separatedBy: "\r\n\r\n")
         let head = parts[0]
         let status = head.components(separatedBy: "\r\n")[0]
         return (status, head, parts.dropFirst().joined(separator: "\r\n\r\n"))
+    }
+
+    /// A publish listener whose hub (directory and shard) runs on the channel's own embedded loop.
+    private func makeChannel(maxBody: Int = 1_000_000) throws -> (EmbeddedChannel, Hub) {
+        let loop = EmbeddedEventLoop()
+        let hub = Hub(group: loop, configuration: .init(), logger: Logger(label: "test"))
+        var configuration = GatewayConfiguration.Publish()
+        configuration.maxBodyBytes = maxBody
+        let channel = EmbeddedChannel(loop: loop)
+        try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+        try channel.pipeline.syncOperations.addHandler(PublishHandler(hub: hub, configuration: configuration, logger: Logger(label: "test")))
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 5561)).wait()
+        return (channel, hub)
+    }
+
+    private func readAll(_ channel: EmbeddedChannel) throws -> String {
+        var output = ""
+        while let buffer = try channel.readOutbound(as: ByteBuffer.self) {
+            output += String(buffer: buffer)
+        }
+        return output
     }
 
     private func post(_ path: String, _ body: String, extra: String = "") -> String {
@@ -39,7 +51,42 @@ import Testing
         let answer = try exchange(post("/publish/", #"{"items":[{"channel":"c","formats":{"http-stream":{"content":"x"}}}]}"#))
         #expect(answer.status == "HTTP/1.1 200 OK")
         #expect(answer.body == "Published\n")
-        #expect(answer.headers.contains("Connection: close"))
+        #expect(!answer.headers.contains("Connection: close"))
+    }
+
+    /// Decisions D20: a publisher may send its next publish on the same connection.
+    @Test func keepsTheConnectionForTheNextPublish() throws {
+        let (channel, _) = try makeChannel()
+        let body = #"{"items":[{"channel":"c","formats":{"http-stream":{"content":"x"}}}]}"#
+        for round in 0..<3 {
+            try channel.writeInbound(ByteBuffer(string: post("/publish/", body)))
+            channel.embeddedEventLoop.run()
+            let output = try readAll(channel)
+            #expect(output.hasPrefix("HTTP/1.1 200 OK\r\n"), "round \(round)")
+            #expect(output.hasSuffix("\r\n\r\nPublished\n"), "round \(round)")
+            #expect(channel.isActive)
+        }
+        _ = try? channel.finish()
+    }
+
+    @Test func closesWhenThePublisherAsks() throws {
+        let (channel, _) = try makeChannel()
+        try channel.writeInbound(ByteBuffer(string: post("/publish/", #"{"items":[]}"#, extra: "Connection: close\r\n")))
+        channel.embeddedEventLoop.run()
+        let output = try readAll(channel)
+        #expect(output.contains("Connection: close"))
+        #expect(!channel.isActive)
+    }
+
+    @Test func anEarlyErrorStillKeepsTheConnection() throws {
+        let (channel, _) = try makeChannel()
+        try channel.writeInbound(ByteBuffer(string: "GET /publish/ HTTP/1.1\r\nHost: x\r\n\r\n"))
+        channel.embeddedEventLoop.run()
+        #expect(try readAll(channel).hasPrefix("HTTP/1.1 405"))
+        try channel.writeInbound(ByteBuffer(string: post("/publish/", #"{"items":[]}"#)))
+        channel.embeddedEventLoop.run()
+        #expect(try readAll(channel).hasPrefix("HTTP/1.1 200 OK"))
+        _ = try? channel.finish()
     }
 
     @Test(arguments: [

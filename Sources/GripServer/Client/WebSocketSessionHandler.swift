@@ -45,6 +45,14 @@ final class WebSocketSessionHandler: ChannelInboundHandler, RemovableChannelHand
     private var requestGeneration: UInt64 = 0
     private var closed = false
     private var lastCloseWrite: EventLoopFuture<Void>?
+    /// The loop's shard, kept from `handlerAdded`.
+    private var shard: SubscriptionShard?
+    /// The frame encoder's own context: published messages arrive framed once for every subscriber (D6) and
+    /// are written from here, past the encoder.
+    private var frameWriter: ChannelHandlerContext?
+    /// When a message last went to the client: idle keep-alives are re-armed from it when they come due, so a
+    /// delivery costs one store instead of a clock read and a deadline move.
+    private var lastClientWrite: NIODeadline?
 
     private var logger: Logger { gateway.logger }
 
@@ -66,6 +74,8 @@ final class WebSocketSessionHandler: ChannelInboundHandler, RemovableChannelHand
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        self.shard = gateway.hub.shard(for: context.eventLoop)
+        self.frameWriter = try? context.pipeline.syncOperations.context(handlerType: WebSocketFrameEncoder.self)
         let prefix = accepted.route.prefix
         for channel in accepted.route.targets[accepted.targetIndex].subscriptions {
             subscribe(prefix + channel, filters: [], implicit: true)
@@ -87,6 +97,7 @@ final class WebSocketSessionHandler: ChannelInboundHandler, RemovableChannelHand
     func handlerRemoved(context: ChannelHandlerContext) {
         teardown()
         self.context = nil
+        self.frameWriter = nil
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -107,7 +118,7 @@ final class WebSocketSessionHandler: ChannelInboundHandler, RemovableChannelHand
             gateway.hub.unsubscribe(self, channel: subscription.channel, kind: .webSocket, on: context.eventLoop)
         }
         subscriptions = []
-        gateway.hub.shard(for: context.eventLoop).setDeadline(nil, for: self)
+        shard?.setDeadline(nil, for: self)
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
@@ -200,7 +211,7 @@ final class WebSocketSessionHandler: ChannelInboundHandler, RemovableChannelHand
         partial = nil
         if message.compressed, accepted.deflate != nil {
             do {
-                message.data = try gateway.hub.shard(for: context.eventLoop).deflate.decompress(message.data, maxSize: maxMessage)
+                message.data = try shard!.deflate.decompress(message.data, maxSize: maxMessage)
             } catch PerMessageDeflateCodec.Failure.tooLarge {
                 protocolError(1009, "inflated message over \(maxMessage) bytes")
                 return
@@ -501,11 +512,9 @@ final class WebSocketSessionHandler: ChannelInboundHandler, RemovableChannelHand
         context?.channel.setOption(ChannelOptions.autoRead, value: writable).whenFailure { _ in }
     }
 
+    /// Stamps client activity; an idle keep-alive coming due is then moved instead of sent (`deadlineReached`).
     private func restartIdleKeepAlive() {
-        if let keepAlive, !keepAlive.intervalMode {
-            keepAliveDeadline = Self.deadline(seconds: Double(keepAlive.timeoutSeconds))
-            updateDeadline()
-        }
+        lastClientWrite = shard?.coarseNow
     }
 
     // MARK: Writing
@@ -536,7 +545,7 @@ final class WebSocketSessionHandler: ChannelInboundHandler, RemovableChannelHand
             if let compressed {
                 data = compressed
                 rsv1 = true
-            } else if let deflated = try? gateway.hub.shard(for: context.eventLoop).deflate.compress(payload, windowBits: parameters.serverMaxWindowBits) {
+            } else if let deflated = try? shard!.deflate.compress(payload, windowBits: parameters.serverMaxWindowBits) {
                 data = deflated
                 rsv1 = true
             }
@@ -569,14 +578,14 @@ final class WebSocketSessionHandler: ChannelInboundHandler, RemovableChannelHand
     // MARK: Deadlines
 
     /// A keep-alive fires `timeout` seconds minus a random 0-999 ms after the last message (websocket-over-http 6).
-    private static func deadline(seconds: Double) -> NIODeadline {
-        .now() + .milliseconds(Int64(seconds * 1000) - Int64.random(in: 0..<1000))
+    private static func deadline(seconds: Double, after start: NIODeadline = .now()) -> NIODeadline {
+        start + .milliseconds(Int64(seconds * 1000) - Int64.random(in: 0..<1000))
     }
 
     private func updateDeadline() {
-        guard let context, !closed else { return }
+        guard context != nil, !closed else { return }
         let next = [keepAliveDeadline, delayed?.deadline, keepAliveRequestDeadline].compactMap { $0 }.min()
-        gateway.hub.shard(for: context.eventLoop).setDeadline(next, for: self)
+        shard?.setDeadline(next, for: self)
     }
 
     static func testChannels(uri: String) -> [String] {
@@ -597,7 +606,7 @@ final class WebSocketSessionHandler: ChannelInboundHandler, RemovableChannelHand
 extension WebSocketSessionHandler: HubSubscriber {
     func deliver(_ publish: PreparedPublish, channel: String) {
         guard let format = publish.item.webSocketMessage,
-              let subscription = subscriptions.first(where: { $0.channel == channel }), let context else { return }
+              let subscription = subscriptions.first(where: { $0.channel == channel }), context != nil else { return }
         // Without the grip extension published messages do not reach the connection, unless it holds an
         // implicit `sub=` subscription (websocket-over-http 6).
         if !gripAccepted && !subscription.implicit { return }
@@ -637,18 +646,25 @@ extension WebSocketSessionHandler: HubSubscriber {
             return  // grip-http 9: a WebSocket skips an item its filters reject
         case .send(let bytes):
             let rewritten = subscription.filters.contains { $0 == "var-subst" || $0 == "build-id" }
-            let message = OutboundWebSocketMessage(kind: kind, payload: [])
-            let payload = rewritten ? ByteBuffer(bytes: bytes) : (publish.webSocketContent ?? ByteBuffer(bytes: bytes))
-            var compressed: ByteBuffer?
-            if !rewritten, let parameters = accepted.deflate, kind == .text || kind == .binary,
-               payload.readableBytes >= PerMessageDeflateCodec.minimumCompressedSize {
-                compressed = gateway.hub.shard(for: context.eventLoop).compressedPayload(
-                    of: publish, payload: payload, windowBits: parameters.serverMaxWindowBits)
+            if !rewritten, let frame = sharedFrame(of: publish, kind: kind), let frameWriter {
+                frameWriter.write(NIOAny(frame), promise: nil)
+                restartIdleKeepAlive()
+            } else {
+                send(OutboundWebSocketMessage(kind: kind, payload: []), payload: ByteBuffer(bytes: bytes), compressed: nil)
             }
-            send(message, payload: payload, compressed: compressed)
-            gateway.metrics.messageSent.increment()
-            gateway.hub.shard(for: context.eventLoop).flushSoon(self)
+            shard?.messagesSent += 1
+            shard?.flushSoon(self)
         }
+    }
+
+    /// The published message framed once for every subscriber: plain, or compressed once per loop when this
+    /// connection negotiated permessage-deflate.
+    private func sharedFrame(of publish: PreparedPublish, kind: WebSocketMessageKind) -> ByteBuffer? {
+        guard let plain = publish.webSocketFrame, let payload = publish.webSocketContent else { return nil }
+        guard let parameters = accepted.deflate, kind == .text || kind == .binary,
+              payload.readableBytes >= PerMessageDeflateCodec.minimumCompressedSize else { return plain }
+        let opcode: UInt8 = kind == .text ? 0x1 : 0x2
+        return shard?.compressedFrame(of: publish, payload: payload, opcode: opcode, windowBits: parameters.serverMaxWindowBits)
     }
 
     func recheck(channel: String?) {}
@@ -671,8 +687,13 @@ extension WebSocketSessionHandler: HubSubscriber {
             if canDeliver { send(pending.message) }
         }
         if let keepAlive, let deadline = keepAliveDeadline, deadline <= now {
-            keepAliveDeadline = Self.deadline(seconds: Double(keepAlive.timeoutSeconds))
-            if canDeliver { send(keepAlive.message) }
+            let idleDue = lastClientWrite.map { Self.deadline(seconds: Double(keepAlive.timeoutSeconds), after: $0) }
+            if !keepAlive.intervalMode, let idleDue, idleDue > now {
+                keepAliveDeadline = idleDue  // a message went out meanwhile: the connection was not idle
+            } else {
+                keepAliveDeadline = Self.deadline(seconds: Double(keepAlive.timeoutSeconds))
+                if canDeliver { send(keepAlive.message) }
+            }
         }
         context?.flush()
         updateDeadline()

@@ -3,70 +3,73 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 
-/// The fan-out: one `SubscriptionShard` per event loop plus the channel directory, the one owner of
-/// channel-level state (id cache, `prev-id` sequencing, which channels have subscribers, lingering).
+/// The fan-out's entry points: one `SubscriptionShard` per event loop, the `ChannelDirectory` on the first
+/// loop, and the `Backplane` that feeds it. Immutable after init; every mutable part is confined to a loop, so
+/// no lock is on the subscribe, publish or delivery paths.
 ///
-/// Ordering: every released item is handed to each loop with one `execute`, issued while the directory
-/// lock is held, and `execute` is FIFO per loop; so every loop sees a channel's items in directory order
+/// Ordering: a publish batch takes one hop to the directory, which releases items to each loop with one
+/// `execute` per batch; `execute` is FIFO per loop, so every loop sees a channel's items in directory order
 /// (reliability.md 6).
 package final class Hub: Sendable {
-    package enum SubscriptionKind: Sendable { case responseHold, streamHold, webSocket }
-
-    private struct ChannelPresence {
-        var subscriptions = 0
-        /// Set while the channel has no subscription but lingers after its last response hold left.
-        var lingerUntil: NIODeadline?
-    }
-
-    private struct Directory {
-        var idCache: PublishIDCache
-        var sequencer: ChannelSequencer<PreparedPublish>
-        var channels: [String: ChannelPresence] = [:]
-        /// Channels whose presence is only a linger, with its end; swept by `housekeeping`.
-        var lingering: [String: NIODeadline] = [:]
-    }
+    package typealias SubscriptionKind = GripServer.SubscriptionKind
 
     private let loops: [EventLoop]
-    private let shards: [ObjectIdentifier: ShardBox]
-    private let directory: NIOLockedValueBox<Directory>
+    private let shards: [ObjectIdentifier: LoopConfined<SubscriptionShard>]
+    private let directory: LoopConfined<ChannelDirectory>
+    private let backplane: Backplane
     private let configuration: GatewayConfiguration.Delivery
     private let logger: Logger
     private let sweepTasks = NIOLockedValueBox<[RepeatedTask]>([])
 
     package let metrics: GatewayMetrics
 
+    /// - Parameter backplane: makes the directory's input; a `LocalBackplane` unless the instance is clustered.
     package init(group: EventLoopGroup, configuration: GatewayConfiguration.Delivery, logger: Logger,
-                 metrics: GatewayMetrics = GatewayMetrics()) {
+                 metrics: GatewayMetrics = GatewayMetrics(),
+                 backplane makeBackplane: (DirectoryInput) -> Backplane = { LocalBackplane(input: $0) }) {
         self.metrics = metrics
         var loops: [EventLoop] = []
-        var shards: [ObjectIdentifier: ShardBox] = [:]
+        var shards: [ObjectIdentifier: LoopConfined<SubscriptionShard>] = [:]
+        var shardList: [LoopConfined<SubscriptionShard>] = []
+        var rawShards: [SubscriptionShard] = []
         for loop in group.makeIterator() {
             loops.append(loop)
-            shards[ObjectIdentifier(loop)] = ShardBox(SubscriptionShard(eventLoop: loop))
+            let shard = SubscriptionShard(eventLoop: loop, metrics: metrics)
+            rawShards.append(shard)
+            let bound = LoopConfined(shard, eventLoop: loop)
+            shards[ObjectIdentifier(loop)] = bound
+            shardList.append(bound)
         }
+        // Wired before anything is shared, so plain property writes are safe here.
+        let directory = ChannelDirectory(eventLoop: loops[0], shards: shardList, configuration: configuration, metrics: metrics)
+        let boundDirectory = LoopConfined(directory, eventLoop: loops[0])
+        for shard in rawShards { shard.directory = boundDirectory }
+        let backplane = makeBackplane(DirectoryInput(directory: boundDirectory))
+        directory.backplane = backplane
         self.loops = loops
         self.shards = shards
+        self.directory = boundDirectory
+        self.backplane = backplane
         self.configuration = configuration
         self.logger = logger
-        self.directory = NIOLockedValueBox(Directory(
-            idCache: PublishIDCache(ttlSeconds: configuration.idCacheTTLSeconds),
-            sequencer: ChannelSequencer(messageWaitNanoseconds: UInt64(configuration.messageWaitMilliseconds) * 1_000_000)
-        ))
     }
 
-    /// Starts one sweep task per loop (hold deadlines, keep-alives) and the directory's housekeeping.
+    /// Starts one sweep task per loop (deadlines, counters), the directory's housekeeping and the backplane.
     package func start() {
         var tasks: [RepeatedTask] = []
         for loop in loops {
             let shard = shards[ObjectIdentifier(loop)]!
-            tasks.append(loop.scheduleRepeatedTask(initialDelay: .milliseconds(100), delay: .milliseconds(100)) { _ in
-                shard.value.sweep(now: .now())
+            tasks.append(loop.scheduleRepeatedTask(initialDelay: SubscriptionShard.sweepInterval,
+                                                   delay: SubscriptionShard.sweepInterval) { _ in
+                shard.value.sweep(now: loop.now)
             })
         }
-        tasks.append(loops[0].scheduleRepeatedTask(initialDelay: .milliseconds(250), delay: .milliseconds(250)) { [self] _ in
-            self.housekeeping(now: .now())
+        let directory = self.directory
+        tasks.append(directory.eventLoop.scheduleRepeatedTask(initialDelay: .milliseconds(250), delay: .milliseconds(250)) { _ in
+            directory.value.housekeeping(now: directory.eventLoop.now)
         })
         sweepTasks.withLockedValue { $0 = tasks }
+        backplane.start()
     }
 
     package func stop() {
@@ -74,6 +77,7 @@ package final class Hub: Sendable {
             for task in tasks { task.cancel() }
             tasks = []
         }
+        backplane.shutdown()
     }
 
     /// Some loop, for futures that belong to no connection any more.
@@ -87,133 +91,48 @@ package final class Hub: Sendable {
     // MARK: Subscriptions (called from the subscriber's loop)
 
     package func subscribe(_ subscriber: HubSubscriber, channel: String, kind: SubscriptionKind, on loop: EventLoop) {
-        shard(for: loop).add(subscriber, channel: channel)
-        let isNew: Bool = directory.withLockedValue { directory in
-            if var presence = directory.channels[channel] {
-                presence.subscriptions += 1
-                presence.lingerUntil = nil
-                directory.channels[channel] = presence
-                directory.lingering[channel] = nil
-                return false
-            }
-            directory.channels[channel] = ChannelPresence(subscriptions: 1, lingerUntil: nil)
-            return true
-        }
-        if isNew && kind != .webSocket {
-            scheduleFirstSubscriptionRecheck(channel: channel)
-        }
+        shard(for: loop).add(subscriber, channel: channel, kind: kind)
     }
 
     package func unsubscribe(_ subscriber: HubSubscriber, channel: String, kind: SubscriptionKind, on loop: EventLoop) {
-        shard(for: loop).remove(subscriber, channel: channel)
-        let lingerSeconds = Int64(configuration.subscriptionLingerSeconds)
-        directory.withLockedValue { directory in
-            guard var presence = directory.channels[channel] else { return }
-            presence.subscriptions -= 1
-            if presence.subscriptions > 0 {
-                directory.channels[channel] = presence
-            } else if kind == .responseHold && lingerSeconds > 0 {
-                presence.subscriptions = 0
-                let end = NIODeadline.now() + .seconds(lingerSeconds)
-                presence.lingerUntil = end
-                directory.channels[channel] = presence
-                directory.lingering[channel] = end
-            } else {
-                directory.channels[channel] = nil
-                directory.sequencer.channelUnsubscribed(channel)
-            }
-        }
+        shard(for: loop).remove(subscriber, channel: channel, kind: kind)
     }
 
-    /// The channel's last released id, if known (for the hold-time `prev-id` check, reliability.md 4).
-    package func lastID(of channel: String) -> String? {
-        directory.withLockedValue { $0.sequencer.lastID(of: channel) }
+    /// The channels' last released ids, answered on `loop` (for the hold-time `prev-id` check, reliability.md 4).
+    /// Items the directory releases after answering reach `loop` after the answer.
+    package func lastIDs(of channels: [String], on loop: EventLoop) -> EventLoopFuture<[String: String]> {
+        let directory = self.directory
+        let promise = loop.makePromise(of: [String: String].self)
+        directory.eventLoop.execute { promise.succeed(directory.value.lastIDs(of: channels)) }
+        return promise.futureResult
     }
 
     /// A subscriber saw a `prev-id` conflict on `channel`.
     package func forgetLastID(of channel: String) {
-        directory.withLockedValue { $0.sequencer.forgetLastID(channel) }
+        let directory = self.directory
+        directory.eventLoop.execute { directory.value.forgetLastID(of: channel) }
     }
 
-    // MARK: Publishing (any thread)
-
-    /// Accepts validated items in order: duplicate check, sequencing, dispatch to every loop.
-    /// When it returns, the items are accepted (decisions D7).
-    package func publish(_ items: [PublishItem]) {
-        let now = NIODeadline.now().uptimeNanoseconds
-        let prepared = items.map(PreparedPublish.init(item:))
-        metrics.messageReceived.increment(by: items.count)
-        directory.withLockedValue { directory in
-            for publish in prepared {
-                let item = publish.item
-                if let id = item.id, !directory.idCache.insertIfNew(channel: item.channel, id: id, now: now) {
-                    continue
-                }
-                let hasSubscribers = directory.channels[item.channel] != nil
-                let released = directory.sequencer.accept(
-                    channel: item.channel, id: item.id, prevID: item.prevID, noSeq: item.noSeq,
-                    hasSubscribers: hasSubscribers, item: publish, now: now
-                )
-                for item in released where hasSubscribers { dispatch(item) }
-            }
+    /// Subscribers of `channel` on every loop of this instance, answered on `loop` (occupancy).
+    package func subscriberCount(of channel: String, on loop: EventLoop) -> EventLoopFuture<Int> {
+        let counts = loops.map { shardLoop in
+            let shard = shards[ObjectIdentifier(shardLoop)]!
+            return shardLoop.submit { shard.value.subscriberCount(of: channel) }
         }
+        return EventLoopFuture.reduce(0, counts, on: loop, +)
+    }
+
+    // MARK: Publishing (any loop)
+
+    /// Validated items from the publish API, in request order. The future (on `loop`) succeeds once the
+    /// backplane accepted them (decisions D7); from then on nothing accepted is lost.
+    package func publish(_ items: [PublishItem], on loop: EventLoop) -> EventLoopFuture<Void> {
+        backplane.publish(items.map(PreparedPublish.init(item:)), on: loop)
     }
 
     /// `POST /recover`: forget every last id and re-check every hold.
     package func recover() {
-        directory.withLockedValue { $0.sequencer.forgetAllLastIDs() }
-        for loop in loops {
-            let shard = shards[ObjectIdentifier(loop)]!
-            loop.execute { shard.value.recheck(channel: nil) }
-        }
-    }
-
-    /// Must be called with the directory lock held (ordering, see the type's comment).
-    private func dispatch(_ publish: PreparedPublish) {
-        for loop in loops {
-            let shard = shards[ObjectIdentifier(loop)]!
-            loop.execute { shard.value.deliver(publish) }
-        }
-    }
-
-    private func scheduleFirstSubscriptionRecheck(channel: String) {
-        let delay = TimeAmount.milliseconds(configuration.firstSubscriptionRecheckMilliseconds)
-        let loops = self.loops
-        let shards = self.shards
-        loops[0].scheduleTask(in: delay) {
-            for loop in loops {
-                let shard = shards[ObjectIdentifier(loop)]!
-                loop.execute { shard.value.recheck(channel: channel) }
-            }
-        }
-    }
-
-    private func housekeeping(now: NIODeadline) {
-        let nanos = now.uptimeNanoseconds
-        directory.withLockedValue { directory in
-            directory.idCache.expire(now: nanos)
-            for (channel, items) in directory.sequencer.releaseExpired(now: nanos) {
-                guard directory.channels[channel] != nil else { continue }
-                for item in items { dispatch(item) }
-            }
-            for (channel, end) in directory.lingering where end <= now {
-                directory.lingering[channel] = nil
-                if directory.channels[channel]?.subscriptions == 0 {
-                    directory.channels[channel] = nil
-                    directory.sequencer.channelUnsubscribed(channel)
-                }
-            }
-        }
-    }
-}
-
-/// Hands a loop's shard to tasks running on that loop. The shard itself asserts its loop on every use,
-/// which is what makes the unchecked Sendable sound.
-private final class ShardBox: @unchecked Sendable {
-    private let shard: SubscriptionShard
-    init(_ shard: SubscriptionShard) { self.shard = shard }
-    var value: SubscriptionShard {
-        shard.eventLoop.preconditionInEventLoop()
-        return shard
+        let directory = self.directory
+        directory.eventLoop.execute { directory.value.recover() }
     }
 }

@@ -8,93 +8,162 @@ package protocol HubSubscriber: AnyObject {
     func deliver(_ publish: PreparedPublish, channel: String)
     /// The first-subscription re-check (grip-http 5.6) or `POST /recover` for `channel` (nil: every channel).
     func recheck(channel: String?)
-    /// The sweep found this subscriber's deadline passed.
+    /// The deadline this subscriber set has come (hold timeout, keep-alive, link timeout, delayed send).
     func deadlineReached(now: NIODeadline)
     /// Flushes what `deliver` wrote (see `SubscriptionShard.flushSoon`).
     func flushDeliveries()
 }
 
 /// The subscriptions of one event loop. Loop-confined: only code running on `eventLoop` touches it, so no
-/// lock is on the delivery path (ARCHITECTURE "Keeping per-connection memory low" 3).
+/// lock or shared atomic is on the delivery path (ARCHITECTURE "Keeping per-connection memory low" 3).
+///
+/// It tells the channel directory only when a channel gains its first or loses its last subscriber here.
+/// Deadlines sit in a timer wheel swept every `sweepInterval`; per delivery nothing but the write happens:
+/// handlers stamp `coarseNow` (read once per batch) as their last activity and move their deadline only when
+/// it comes due.
 package final class SubscriptionShard {
+    /// How often deadlines are swept and per-loop counters are published: the resolution of every hold timeout
+    /// and keep-alive (Pushpin's keep-alive task runs at a similar granularity).
+    package static let sweepInterval = TimeAmount.milliseconds(100)
+
     package let eventLoop: EventLoop
     private var channels: [String: [ObjectIdentifier: HubSubscriber]] = [:]
-    /// Subscribers with a pending deadline (hold timeout, keep-alive), swept by one repeated task per loop.
-    private var deadlines: [ObjectIdentifier: (deadline: NIODeadline, subscriber: HubSubscriber)] = [:]
+    private var wheel = DeadlineWheel<ObjectIdentifier, HubSubscriber>(
+        tickNanoseconds: UInt64(SubscriptionShard.sweepInterval.nanoseconds))
+    private var wheelSlots: [ObjectIdentifier: Int] = [:]
+    /// Tells the directory about first and last subscribers; nil in tests of a lone shard.
+    var directory: LoopConfined<ChannelDirectory>?
+    private let metrics: GatewayMetrics
+
+    /// The loop's clock, read once per delivered batch and per sweep: good enough for last-activity stamps.
+    package private(set) var coarseNow: NIODeadline
+    /// Deliveries written on this loop and not yet added to the shared metric (summed when swept).
+    package var messagesSent = 0
 
     /// permessage-deflate state shared by the loop's WebSocket connections.
     lazy var deflate = PerMessageDeflateCodec()
-    /// The last published WebSocket payload compressed on this loop: a delivery reaches every subscriber of the
-    /// loop in one pass, so each window size is compressed once per publish per loop.
-    private var lastCompressed: (publish: PreparedPublish, windowBits: Int, data: ByteBuffer)?
-
-    func compressedPayload(of publish: PreparedPublish, payload: ByteBuffer, windowBits: Int) -> ByteBuffer? {
-        if let cached = lastCompressed, cached.publish === publish, cached.windowBits == windowBits { return cached.data }
-        guard let data = try? deflate.compress(payload, windowBits: windowBits) else { return nil }
-        lastCompressed = (publish, windowBits, data)
-        return data
-    }
+    /// The last published WebSocket message compressed and framed on this loop: a delivery reaches every
+    /// subscriber of the loop in one pass, so each window size is compressed once per publish per loop.
+    private var lastCompressedFrame: (publish: PreparedPublish, windowBits: Int, frame: ByteBuffer)?
 
     /// Subscribers that wrote deliveries not yet flushed. They are flushed by one task queued behind the
     /// deliveries already waiting on the loop, so a burst of items reaches each socket in one write.
-    private var pendingFlush: [ObjectIdentifier: HubSubscriber] = [:]
+    private var pendingFlush: [HubSubscriber] = []
+    private var pendingFlushIDs: Set<ObjectIdentifier> = []
     private var flushScheduled = false
 
-    package init(eventLoop: EventLoop) {
+    package init(eventLoop: EventLoop, metrics: GatewayMetrics = GatewayMetrics()) {
         self.eventLoop = eventLoop
+        self.metrics = metrics
+        self.coarseNow = eventLoop.now
     }
+
+    // MARK: Subscriptions
 
     /// Adds the subscriber; returns true when it is the first subscriber of `channel` on this loop.
     @discardableResult
-    package func add(_ subscriber: HubSubscriber, channel: String) -> Bool {
+    package func add(_ subscriber: HubSubscriber, channel: String, kind: SubscriptionKind) -> Bool {
         eventLoop.assertInEventLoop()
         let key = ObjectIdentifier(subscriber)
         if channels[channel] == nil {
             channels[channel] = [key: subscriber]
+            if let directory {
+                directory.eventLoop.execute { directory.value.shardGained(channel, kind: kind) }
+            }
             return true
         }
         channels[channel]![key] = subscriber
         return false
     }
 
-    package func remove(_ subscriber: HubSubscriber, channel: String) {
+    package func remove(_ subscriber: HubSubscriber, channel: String, kind: SubscriptionKind) {
         eventLoop.assertInEventLoop()
         // In place: copying the channel's subscriber table here made closing N streams on one channel O(N^2).
-        channels[channel]?.removeValue(forKey: ObjectIdentifier(subscriber))
-        if channels[channel]?.isEmpty == true { channels[channel] = nil }
+        guard channels[channel]?.removeValue(forKey: ObjectIdentifier(subscriber)) != nil else { return }
+        guard channels[channel]?.isEmpty == true else { return }
+        channels[channel] = nil
+        if let directory {
+            let now = coarseNow
+            directory.eventLoop.execute { directory.value.shardLost(channel, kind: kind, now: now) }
+        }
     }
 
+    /// Subscribers of `channel` on this loop.
+    package func subscriberCount(of channel: String) -> Int {
+        eventLoop.assertInEventLoop()
+        return channels[channel]?.count ?? 0
+    }
+
+    package var subscriptionCount: Int { channels.values.reduce(0) { $0 + $1.count } }
+
+    // MARK: Deadlines
+
+    /// Sets (or clears) the one deadline a subscriber has. Not for the delivery path: stamp `coarseNow` there.
     package func setDeadline(_ deadline: NIODeadline?, for subscriber: HubSubscriber) {
         eventLoop.assertInEventLoop()
         let key = ObjectIdentifier(subscriber)
-        if let deadline {
-            deadlines[key] = (deadline, subscriber)
-        } else {
-            deadlines.removeValue(forKey: key)
-        }
+        if let slot = wheelSlots.removeValue(forKey: key) { wheel.cancel(key, slot: slot) }
+        guard let deadline else { return }
+        wheelSlots[key] = wheel.schedule(key, subscriber, at: deadline.uptimeNanoseconds)
     }
+
+    /// Calls every subscriber whose deadline has passed, and publishes the loop's counters. Run every
+    /// `sweepInterval` by the hub.
+    package func sweep(now: NIODeadline) {
+        eventLoop.assertInEventLoop()
+        coarseNow = now
+        if messagesSent > 0 {
+            metrics.messageSent.increment(by: messagesSent)
+            messagesSent = 0
+        }
+        let due = wheel.advance(to: now.uptimeNanoseconds)
+        for subscriber in due { wheelSlots[ObjectIdentifier(subscriber)] = nil }
+        for subscriber in due { subscriber.deadlineReached(now: now) }
+    }
+
+    // MARK: Delivery
 
     /// Asks for `subscriber.flushDeliveries()` once the loop has run the deliveries queued so far.
     package func flushSoon(_ subscriber: HubSubscriber) {
         eventLoop.assertInEventLoop()
-        pendingFlush[ObjectIdentifier(subscriber)] = subscriber
+        guard pendingFlushIDs.insert(ObjectIdentifier(subscriber)).inserted else { return }
+        pendingFlush.append(subscriber)
         guard !flushScheduled else { return }
         flushScheduled = true
         eventLoop.assumeIsolated().execute { [self] in
             flushScheduled = false
             let subscribers = pendingFlush
-            pendingFlush = [:]
-            for subscriber in subscribers.values { subscriber.flushDeliveries() }
+            pendingFlush = []
+            pendingFlushIDs.removeAll(keepingCapacity: true)
+            for subscriber in subscribers { subscriber.flushDeliveries() }
+        }
+    }
+
+    /// Delivers a released batch, in order, to this loop's subscribers of each item's channel.
+    package func deliver(_ batch: [PreparedPublish]) {
+        eventLoop.assertInEventLoop()
+        coarseNow = eventLoop.now
+        for publish in batch {
+            guard let subscribers = channels[publish.channel] else { continue }
+            // A snapshot: delivery may end holds, which unsubscribes them while we iterate.
+            for subscriber in subscribers.values {
+                subscriber.deliver(publish, channel: publish.channel)
+            }
         }
     }
 
     package func deliver(_ publish: PreparedPublish) {
-        eventLoop.assertInEventLoop()
-        guard let subscribers = channels[publish.channel] else { return }
-        // A snapshot: delivery may end holds, which unsubscribes them while we iterate.
-        for subscriber in subscribers.values {
-            subscriber.deliver(publish, channel: publish.channel)
-        }
+        deliver([publish])
+    }
+
+    /// The published message compressed for `windowBits` and framed (RSV1 set), shared by the loop's
+    /// permessage-deflate subscribers; nil when compression fails.
+    func compressedFrame(of publish: PreparedPublish, payload: ByteBuffer, opcode: UInt8, windowBits: Int) -> ByteBuffer? {
+        if let cached = lastCompressedFrame, cached.publish === publish, cached.windowBits == windowBits { return cached.frame }
+        guard let data = try? deflate.compress(payload, windowBits: windowBits) else { return nil }
+        let frame = PreparedPublish.serverFrame(opcode: opcode, rsv1: true, payload: data)
+        lastCompressedFrame = (publish, windowBits, frame)
+        return frame
     }
 
     package func recheck(channel: String?) {
@@ -111,17 +180,4 @@ package final class SubscriptionShard {
             }
         }
     }
-
-    /// Calls every subscriber whose deadline has passed. Run by the loop's sweep task.
-    package func sweep(now: NIODeadline) {
-        eventLoop.assertInEventLoop()
-        var due: [HubSubscriber] = []
-        for (key, entry) in deadlines where entry.deadline <= now {
-            due.append(entry.subscriber)
-            deadlines.removeValue(forKey: key)
-        }
-        for subscriber in due { subscriber.deadlineReached(now: now) }
-    }
-
-    package var subscriptionCount: Int { channels.values.reduce(0) { $0 + $1.count } }
 }

@@ -5,7 +5,8 @@ import NIOHTTP1
 import NIOPosix
 
 /// The publish/control listener (publish-api.md): `POST /publish/`, `POST /recover`, with Pushpin's exact
-/// statuses and texts. Every answer carries `Content-Length` and `Connection: close`, as Pushpin's do.
+/// statuses and texts. Every answer carries `Content-Length`; the connection stays open for the next publish
+/// unless the publisher asked to close it (decisions D20; Pushpin closes after each answer).
 final class PublishHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
@@ -15,9 +16,12 @@ final class PublishHandler: ChannelInboundHandler, RemovableChannelHandler {
     private enum State {
         case idle
         case receiving(head: HTTPRequestHead, endpoint: Endpoint, body: ByteBuffer?)
+        /// Waiting for the backplane to accept the items (decisions D7).
+        case accepting
         /// The answer is decided (an error found early); the rest of the request is read and ignored.
         case discarding
-        case done
+        /// The answer is out; the connection closes once it is written.
+        case closing
     }
 
     private let hub: Hub
@@ -25,6 +29,8 @@ final class PublishHandler: ChannelInboundHandler, RemovableChannelHandler {
     private let logger: Logger
     private var state: State = .idle
     private var wantsJSON = false
+    /// Whether the current request lets the connection stay open (HTTP/1.1 without `Connection: close`).
+    private var keepAlive = false
 
     init(hub: Hub, configuration: GatewayConfiguration.Publish, logger: Logger) {
         self.hub = hub
@@ -36,6 +42,8 @@ final class PublishHandler: ChannelInboundHandler, RemovableChannelHandler {
         switch unwrapInboundIn(data) {
         case .head(let head):
             guard case .idle = state else { return }
+            keepAlive = head.isKeepAlive
+            wantsJSON = false
             headReceived(head, context: context)
         case .body(var part):
             guard case .receiving(let head, let endpoint, var body) = state else { return }
@@ -47,8 +55,15 @@ final class PublishHandler: ChannelInboundHandler, RemovableChannelHandler {
             }
             state = .receiving(head: head, endpoint: endpoint, body: body)
         case .end:
-            guard case .receiving(let head, let endpoint, let body) = state else { return }
-            requestComplete(head: head, endpoint: endpoint, body: body ?? ByteBuffer(), context: context)
+            switch state {
+            case .receiving(let head, let endpoint, let body):
+                requestComplete(head: head, endpoint: endpoint, body: body ?? ByteBuffer(), context: context)
+            case .discarding:
+                // The early answer is out and the request is fully read: the connection may take the next one.
+                state = keepAlive ? .idle : .closing
+            default:
+                break
+            }
         }
     }
 
@@ -117,14 +132,26 @@ final class PublishHandler: ChannelInboundHandler, RemovableChannelHandler {
                 respond(context: context, status: .ok, text: "Updated\n", json: "{\"message\":\"Updated\"}\n")
                 return
             }
+            let items: [PublishItem]
             do {
-                let items = try PublishRequestDecoder.decode(Array(body.readableBytesView))
-                hub.publish(items)
-                logger.info("publish accepted", metadata: ["items": "\(items.count)", "channels": "\(Set(items.map(\.channel)).sorted())"])
-                respond(context: context, status: .ok, text: "Published\n", json: "{\"message\":\"Published\"}\n")
+                items = try PublishRequestDecoder.decode(Array(body.readableBytesView))
             } catch {
                 logger.info("publish rejected: \(error.message)")
                 respond(context: context, status: .badRequest, text: error.message + "\n")
+                return
+            }
+            state = .accepting
+            hub.publish(items, on: context.eventLoop).assumeIsolated().whenComplete { [self] result in
+                switch result {
+                case .success:
+                    if logger.logLevel <= .info {
+                        logger.info("publish accepted", metadata: ["items": "\(items.count)", "channels": "\(Set(items.map(\.channel)).sorted())"])
+                    }
+                    respond(context: context, status: .ok, text: "Published\n", json: "{\"message\":\"Published\"}\n")
+                case .failure(let error):
+                    logger.error("publish not accepted: \(error)")
+                    respond(context: context, status: .serviceUnavailable, text: "Service Unavailable\n")
+                }
             }
         }
     }
@@ -151,11 +178,15 @@ final class PublishHandler: ChannelInboundHandler, RemovableChannelHandler {
         headers.add(name: "Content-Type", value: useJSON ? "application/json" : "text/plain")
         for (name, value) in extraHeaders { headers.add(name: name, value: value) }
         headers.add(name: "Content-Length", value: String(body.readableBytes))
-        headers.add(name: "Connection", value: "close")
-        state = .done
+        if !keepAlive { headers.add(name: "Connection", value: "close") }
+        // After an early answer the rest of the request is still read (and ignored) before the next one.
+        if case .discarding = state {} else { state = keepAlive ? .idle : .closing }
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
         context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
-        context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        let written = context.writeAndFlush(wrapOutboundOut(.end(nil)))
+        if !keepAlive {
+            written.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
