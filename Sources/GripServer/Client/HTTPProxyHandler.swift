@@ -222,30 +222,19 @@ final class HTTPProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
                          body: "Request header fields too large.\n")
             return
         }
-        let hostHeader = fields.first(named: "Host")
-        let isTLS = false
-        let isWebSocket = head.headers[canonicalForm: "Upgrade"].contains { $0.lowercased() == "websocket" }
-        let path = String(head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? "")
-        let table = gateway.routes.current
-        var route: Route?
-        if configuration.backend.acceptPushpinRoute, let id = fields.first(named: "Pushpin-Route") {
-            route = table.route(id: id)
-        }
-        if route == nil {
-            route = table.match(host: hostHeader, path: path, isTLS: isTLS, isWebSocket: isWebSocket)
-        }
-        let request = OriginalRequest(
-            method: head.method, uri: head.uri, version: head.version, headers: fields.filter { !$0.name.caseInsensitiveEquals("Pushpin-Route") },
-            body: nil, clientAddress: context.channel.remoteAddress?.ipAddress, isTLS: isTLS
-        )
-        guard let route else {
-            let host = hostHeader.map { String($0.split(separator: ":").first ?? "") } ?? ""
-            exchange = Exchange(request: request, route: Route.placeholder, keepAlive: head.isKeepAlive)
+        let route: Route
+        let request: OriginalRequest
+        switch ClientRequestRouter(gateway: gateway).route(head, clientAddress: context.channel.remoteAddress?.ipAddress) {
+        case .noRoute(let host, let unrouted):
+            exchange = Exchange(request: unrouted, route: Route.placeholder, keepAlive: head.isKeepAlive)
             phase = .receiving(body: nil)
             logAccess(status: 502, route: nil, hold: nil)
             sendResponse(status: .badGateway, headers: [HTTPField("Content-Type", "text/plain")], body: "No route for host: \(host)\n")
             return
+        case .routed(let matched, let routed):
+            (route, request) = (matched, routed)
         }
+        let isWebSocket = head.headers[canonicalForm: "Upgrade"].contains { $0.lowercased() == "websocket" }
         exchange = Exchange(request: request, route: route, keepAlive: head.isKeepAlive)
         if isWebSocket, let refusal = handshake?.refusal {
             handshake?.refusal = nil

@@ -73,15 +73,10 @@ final class WebSocketHandshake {
     private func shouldUpgrade(channel: Channel, head: HTTPRequestHead) -> EventLoopFuture<HTTPHeaders?> {
         gateway.metrics.requestReceived.increment()
         let fields = head.headers.fields
-        let path = String(head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? "")
-        guard let route = gateway.routes.current.match(host: fields.first(named: "Host"), path: path, isTLS: false, isWebSocket: true),
+        guard case .routed(let route, let request) = ClientRequestRouter(gateway: gateway).route(head, clientAddress: channel.remoteAddress?.ipAddress),
               let target = route.targets.first else {
             return eventLoop.makeSucceededFuture(nil)  // the proxy handler answers "No route"
         }
-        let request = OriginalRequest(
-            method: head.method, uri: head.uri, version: head.version, headers: fields, body: nil,
-            clientAddress: channel.remoteAddress?.ipAddress, isTLS: false
-        )
         let deflate = PerMessageDeflateNegotiation.Result(PerMessageDeflateNegotiation.negotiate(offers: fields.values(named: "Sec-WebSocket-Extensions")))
         switch target.kind {
         case .test:

@@ -1,0 +1,39 @@
+import GripCore
+import NIOHTTP1
+
+/// Chooses the route for a client request head, for plain HTTP and WebSocket handshakes alike (routes.md 1):
+/// `Pushpin-Route` when `accept_pushpin_route` is on, else the first route whose condition matches host,
+/// path, scheme and protocol. It also captures the request as the backend will see it.
+struct ClientRequestRouter {
+    enum Outcome {
+        case routed(Route, OriginalRequest)
+        /// No route matched; `host` is the Host header without its port, for the 502 text.
+        case noRoute(host: String, request: OriginalRequest)
+    }
+
+    let gateway: GatewayContext
+
+    func route(_ head: HTTPRequestHead, clientAddress: String?, isTLS: Bool = false) -> Outcome {
+        let fields = head.headers.fields
+        let hostHeader = fields.first(named: "Host")
+        let isWebSocket = head.headers[canonicalForm: "Upgrade"].contains { $0.lowercased() == "websocket" }
+        let path = String(head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? "")
+        let table = gateway.routes.current
+        var route: Route?
+        if gateway.configuration.backend.acceptPushpinRoute, let id = fields.first(named: "Pushpin-Route") {
+            route = table.route(id: id)
+        }
+        if route == nil {
+            route = table.match(host: hostHeader, path: path, isTLS: isTLS, isWebSocket: isWebSocket)
+        }
+        let request = OriginalRequest(
+            method: head.method, uri: head.uri, version: head.version,
+            headers: fields.filter { !$0.name.caseInsensitiveEquals("Pushpin-Route") },
+            body: nil, clientAddress: clientAddress, isTLS: isTLS
+        )
+        guard let route else {
+            return .noRoute(host: hostHeader.map { String($0.split(separator: ":").first ?? "") } ?? "", request: request)
+        }
+        return .routed(route, request)
+    }
+}
