@@ -31,7 +31,7 @@ private func bytes(_ text: String) -> [UInt8] { Array(text.utf8) }
 struct PublishRequestDecoderTests {
     // MARK: Request-level errors (publish-api.md section 3)
 
-    @Test(arguments: [
+    static let requestErrorsCases: [(String, String)] = [
         ("", "Body is not valid JSON."),
         ("{", "Body is not valid JSON."),
         ("{\"items\": [}", "Body is not valid JSON."),
@@ -47,14 +47,16 @@ struct PublishRequestDecoderTests {
         ("{\"items\": {}}", "Invalid format: object contains 'items' with wrong type"),
         ("{\"items\": null}", "Invalid format: object contains 'items' with wrong type"),
         ("{\"items\": \"x\"}", "Invalid format: object contains 'items' with wrong type"),
-    ])
+    ]
+
+    @Test(arguments: PublishRequestDecoderTests.requestErrorsCases)
     func requestErrors(body: String, expected: String) {
         #expect(errorMessage(body) == expected)
     }
 
     // MARK: Item-level errors
 
-    @Test(arguments: [
+    static let itemErrorsCases: [(String, String)] = [
         // item shape
         (#""x""#, "Invalid format: publish item object is not an object"),
         (#"[]"#, "Invalid format: publish item object is not an object"),
@@ -95,14 +97,16 @@ struct PublishRequestDecoderTests {
         (#"{"channel": "c", "formats": {"x": {}}, "meta": {"n": {"x": "y"}}}"#, "Invalid format: 'meta' contains 'n' with wrong type"),
         // Pushpin walks meta in sorted key order: the first bad key in that order is named.
         (#"{"channel": "c", "formats": {"x": {}}, "meta": {"z": 1, "a": true, "m": "ok"}}"#, "Invalid format: 'meta' contains 'a' with wrong type"),
-    ])
+    ]
+
+    @Test(arguments: PublishRequestDecoderTests.itemErrorsCases)
     func itemErrors(item: String, expected: String) {
         #expect(errorMessage(request(item)) == expected)
     }
 
     // MARK: Format-level errors
 
-    @Test(arguments: [
+    static let formatErrorsCases: [(String, String)] = [
         // action
         (#"{"http-response": {"action": "bogus", "body": "x"}}"#, "Invalid format: "),
         (#"{"http-stream": {"action": "end"}}"#, "Invalid format: "),
@@ -169,7 +173,9 @@ struct PublishRequestDecoderTests {
         (#"{"ws-message": {"action": "close", "code": {}}}"#, "Invalid format: 'ws-message' contains 'code' with wrong type"),
         (#"{"ws-message": {"action": "close", "code": -1}}"#, "Invalid format: 'ws-message' contains 'code' with invalid value"),
         (#"{"ws-message": {"action": "close", "reason": 5}}"#, "Invalid format: 'ws-message' contains 'reason' with wrong type"),
-    ])
+    ]
+
+    @Test(arguments: PublishRequestDecoderTests.formatErrorsCases)
     func formatErrors(formats: String, expected: String) {
         let item = #"{"channel": "c", "formats": "# + formats + "}"
         #expect(errorMessage(request(item)) == expected)
@@ -284,10 +290,12 @@ struct PublishRequestDecoderTests {
         #expect(item.webSocketMessage?.content == bytes("a"))
     }
 
-    @Test(arguments: [
+    static let unknownFormatsAreAcceptedCases: [String] = [
         #"{"channel": "c", "formats": {"mqtt": {"payload": 1}}}"#,
         #"{"channel": "c", "formats": {"http-streamx": 5, "": null}}"#,
-    ])
+    ]
+
+    @Test(arguments: PublishRequestDecoderTests.unknownFormatsAreAcceptedCases)
     func unknownFormatsAreAccepted(item: String) throws {
         let decoded = try single(item)
         #expect(decoded == PublishItem(channel: "c"))
@@ -299,7 +307,7 @@ struct PublishRequestDecoderTests {
 
     // MARK: http-response details
 
-    @Test(arguments: [
+    static let httpResponseCodesCases: [(String, Int)] = [
         (#"200"#, 200),
         (#""200""#, 200),
         (#"" 404 ""#, 404),
@@ -309,7 +317,9 @@ struct PublishRequestDecoderTests {
         (#""999""#, 999),
         (#"200.0"#, 200),
         (#"301.6"#, 302),
-    ])
+    ]
+
+    @Test(arguments: PublishRequestDecoderTests.httpResponseCodesCases)
     func httpResponseCodes(code: String, expected: Int) throws {
         let item = try single(#"{"channel": "c", "formats": {"http-response": {"code": "# + code + #", "body": ""}}}"#)
         #expect(item.httpResponse?.code == expected)
@@ -348,7 +358,7 @@ struct PublishRequestDecoderTests {
         #expect(empty.httpResponse?.headers == [])
     }
 
-    @Test(arguments: [
+    static let httpResponseBodiesCases: [(String, String)] = [
         // body-bin wins over body
         (#"{"body-bin": "aGVsbG8=", "body": "ignored"}"#, "hello"),
         (#"{"body-bin": "aGVsbG8=", "body": 5}"#, "hello"),
@@ -358,7 +368,9 @@ struct PublishRequestDecoderTests {
         (#"{"body-bin": "!!!"}"#, ""),
         (#"{"body-bin": ""}"#, ""),
         (#"{"body": "h\u00e9"}"#, "hé"),
-    ])
+    ]
+
+    @Test(arguments: PublishRequestDecoderTests.httpResponseBodiesCases)
     func httpResponseBodies(format: String, expected: String) throws {
         let item = try single(#"{"channel": "c", "formats": {"http-response": "# + format + "}}")
         #expect(item.httpResponse?.body == bytes(expected))
@@ -391,7 +403,7 @@ struct PublishRequestDecoderTests {
 
     // MARK: http-stream details
 
-    @Test(arguments: [
+    static let httpStreamFormatsCases: [(String, HTTPStreamPublishFormat)] = [
         (#"{"content": "x"}"#, HTTPStreamPublishFormat(content: [0x78])),
         (#"{"action": "send", "content": ""}"#, HTTPStreamPublishFormat(content: [])),
         (#"{"content-bin": "AAECAw==", "content": "x"}"#, HTTPStreamPublishFormat(content: [0, 1, 2, 3])),
@@ -399,7 +411,9 @@ struct PublishRequestDecoderTests {
         (#"{"action": "close"}"#, HTTPStreamPublishFormat(action: .close)),
         (#"{"action": "hint", "content": 5, "content-filters": 1}"#, HTTPStreamPublishFormat(action: .hint)),
         (#"{"action": "close", "content": "ignored"}"#, HTTPStreamPublishFormat(action: .close)),
-    ])
+    ]
+
+    @Test(arguments: PublishRequestDecoderTests.httpStreamFormatsCases)
     func httpStreamFormats(format: String, expected: HTTPStreamPublishFormat) throws {
         let item = try single(#"{"channel": "c", "formats": {"http-stream": "# + format + "}}")
         #expect(item.httpStream == expected)
@@ -407,7 +421,7 @@ struct PublishRequestDecoderTests {
 
     // MARK: ws-message details
 
-    @Test(arguments: [
+    static let webSocketMessageFormatsCases: [(String, WebSocketMessagePublishFormat)] = [
         (#"{"content": "hi"}"#, WebSocketMessagePublishFormat(type: .text, content: [0x68, 0x69])),
         (#"{"content-bin": "aGk="}"#, WebSocketMessagePublishFormat(type: .binary, content: [0x68, 0x69])),
         (#"{"content-bin": "aGk=", "content": "x"}"#, WebSocketMessagePublishFormat(type: .binary, content: [0x68, 0x69])),
@@ -424,7 +438,9 @@ struct PublishRequestDecoderTests {
         // `close` ignores content fields; `hint` ignores everything.
         (#"{"action": "close", "type": "bogus", "content": 5}"#, WebSocketMessagePublishFormat(action: .close)),
         (#"{"action": "hint", "code": "x", "type": 1}"#, WebSocketMessagePublishFormat(action: .hint)),
-    ])
+    ]
+
+    @Test(arguments: PublishRequestDecoderTests.webSocketMessageFormatsCases)
     func webSocketMessageFormats(format: String, expected: WebSocketMessagePublishFormat) throws {
         let item = try single(#"{"channel": "c", "formats": {"ws-message": "# + format + "}}")
         #expect(item.webSocketMessage == expected)
@@ -439,13 +455,15 @@ struct PublishRequestDecoderTests {
         #expect(none.meta == [:])
     }
 
-    @Test(arguments: [
+    static let noSeqAndSizeCases: [(String, Bool, Int?)] = [
         (#""no-seq": true"#, true, nil as Int?),
         (#""no-seq": false"#, false, nil),
         (#""size": 10"#, false, 10),
         (#""size": "5""#, false, 5),
         (#""size": 0, "no-seq": true"#, true, 0),
-    ])
+    ]
+
+    @Test(arguments: PublishRequestDecoderTests.noSeqAndSizeCases)
     func noSeqAndSize(fields: String, noSeq: Bool, size: Int?) throws {
         let item = try single(#"{"channel": "c", "formats": {"x": {}}, "# + fields + "}")
         #expect(item.noSeq == noSeq)
@@ -455,5 +473,79 @@ struct PublishRequestDecoderTests {
     @Test func idsAndEmptyChannel() throws {
         let item = try single(#"{"channel": "", "id": "", "prev-id": "p", "formats": {"x": {}}}"#)
         #expect(item == PublishItem(channel: "", id: "", prevID: "p"))
+    }
+}
+
+extension PublishRequestDecoderTests {
+    /// Every request body the tests above decode, built the way each test builds it
+    /// (for the fast-versus-reference comparison in PublishDecodeDifferentialTests).
+    static var allBodies: [String] {
+        var bodies: [String] = []
+        bodies += requestErrorsCases.map(\.0)
+        bodies += itemErrorsCases.map { request($0.0) }
+        for (formats, _) in formatErrorsCases {
+            bodies.append(request(#"{"channel": "c", "formats": "# + formats + "}"))
+            bodies.append(request(#"{"channel": "c", "# + formats.dropFirst()))
+        }
+        bodies += unknownFormatsAreAcceptedCases.map(request)
+        bodies += httpResponseCodesCases.map {
+            request(#"{"channel": "c", "formats": {"http-response": {"code": "# + $0.0 + #", "body": ""}}}"#)
+        }
+        bodies += httpResponseBodiesCases.map { request(#"{"channel": "c", "formats": {"http-response": "# + $0.0 + "}}") }
+        bodies += httpStreamFormatsCases.map { request(#"{"channel": "c", "formats": {"http-stream": "# + $0.0 + "}}") }
+        bodies += webSocketMessageFormatsCases.map { request(#"{"channel": "c", "formats": {"ws-message": "# + $0.0 + "}}") }
+        bodies += noSeqAndSizeCases.map { request(#"{"channel": "c", "formats": {"x": {}}, "# + $0.0 + "}") }
+        for action in [PublishAction.hint, .close] {
+            bodies.append(request(#"{"channel": "c", "formats": {"http-response": {"action": ""# + action.rawValue + #"", "code": "bad", "headers": 5, "body": 1}}}"#))
+        }
+        bodies += [
+            #"{"channel": "c", "meta": 5, "size": -1, "no-seq": 1, "formats": {"http-stream": {}}}"#,
+            #"{"channel": "c", "meta": {"a": 1}, "size": -1, "no-seq": 1, "formats": {"x": {}}}"#,
+            #"{"channel": "c", "size": "x", "no-seq": 1, "formats": {"x": {}}}"#,
+            #"{"channel": "c", "formats": {"ws-message": {}, "http-stream": {}, "http-response": {}}}"#,
+            #"{"channel": "c", "mqtt": {"payload": "x"}}"#,
+            #"{"channel": "c", "http-stream": {"content": "x"}, "ws-message": {"content": "y"}, "http-response": {"body": "z"}}"#,
+            #"{"channel": "c", "formats": {"ws-message": {"content": "a"}}, "http-stream": {"content": "x"}, "http-response": 5}"#,
+            #"{"channel": "c", "formats": {"http-response": {"body": "x", "reason": ""}}}"#,
+            #"{"channel": "c", "formats": {"http-response": {"code": "404", "reason": "Gone Fishing", "body": ""}}}"#,
+            #"{"channel": "c", "formats": {"http-response": {"headers": {"X-B": "2", "Content-Type": "text/plain", "X-A": "1"}, "body": "x"}}}"#,
+            #"{"channel": "c", "formats": {"http-response": {"headers": [["Set-Cookie", "a=1"], ["X", ""], ["Set-Cookie", "b=2"]], "body": "x"}}}"#,
+            #"{"channel": "c", "formats": {"http-response": {"headers": [], "body": "x"}}}"#,
+            #"{"channel": "c", "formats": {"http-response": {"body-patch": [{"op": "replace", "path": "/state", "value": "paid"}]}}}"#,
+            #"{"channel": "c", "formats": {"http-response": {"body": "x", "body-patch": 5}}}"#,
+            #"{"channel": "c", "formats": {"http-response": {"body": "x", "content-filters": ["build-id", "var-subst"]}, "http-stream": {"content": "y", "content-filters": []}, "ws-message": {"content": "z", "content-filters": ["var-subst"]}}}"#,
+            #"{"channel": "c", "formats": {"x": {}}, "meta": {"sender": "u7", "skip_users": "a, b", "empty": "", "ünï": "ç"}}"#,
+            #"{"channel": "c", "formats": {"x": {}}, "meta": {}}"#,
+            #"{"channel": "", "id": "", "prev-id": "p", "formats": {"x": {}}}"#,
+        ].map(request)
+        bodies += [
+            #"{"items": [{"channel": "a", "formats": {"http-stream": {"content": "ok"}}}, {"channel": 1}]}"#,
+            #"{"items": []}"#,
+            #"{"items": [], "extra": 1}"#,
+            #"""
+            {"items": [
+              {"channel": "room1", "id": "m-43", "prev-id": "m-42",
+               "meta": {"sender": "u7"},
+               "formats": {
+                 "http-response": {"body": "hello\n"},
+                 "http-stream": {"content": "event: message\ndata: hello\n\n"},
+                 "ws-message": {"content": "hello"}}}
+            ]}
+            """#,
+            #"""
+            {"items": [{"channel": "orders", "formats": {"http-response": {
+               "code": 200, "headers": [["Content-Type", "application/json"], ["X-Order", "17"]],
+               "body": "{\"id\":17,\"state\":\"paid\"}\n"}}}]}
+            """#,
+            #"""
+            {"items": [{"channel": "feed", "formats": {"http-stream": {"content-bin": "AAECAw=="}}},
+                       {"channel": "feed", "formats": {"http-stream": {"action": "close"}}}]}
+            """#,
+            #"""
+            {"items": [{"channel": "room1", "formats": {"ws-message": {"action": "close", "code": 4000, "reason": "room closed"}}}]}
+            """#,
+            #"{"items": [{"channel": "b", "http-stream": {"content": "1"}}, {"channel": "a", "http-stream": {"content": "2"}}, {"channel": "", "http-stream": {"content": "3"}}]}"#,
+        ]
+        return bodies
     }
 }

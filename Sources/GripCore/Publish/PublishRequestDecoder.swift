@@ -24,9 +24,14 @@ package struct PublishDecodeError: Error, Equatable, CustomStringConvertible {
 package enum PublishRequestDecoder {
     /// Decodes a whole `POST /publish/` body. One invalid item rejects the request.
     package static func decode(_ body: [UInt8]) throws(PublishDecodeError) -> [PublishItem] {
+        try decode(document: JSONValue.parse(body))
+    }
+
+    /// `decode` on an already parsed body (nil: not valid JSON).
+    package static func decode(document: JSONValue?) throws(PublishDecodeError) -> [PublishItem] {
         // Qt's JSON parser accepts only an object or an array at the top level; a bare
         // scalar is a parse error there, so it is "not valid JSON" here too.
-        guard let document = JSONValue.parse(body) else { throw .notJSON }
+        guard let document else { throw .notJSON }
         let root: [String: JSONValue]
         switch document {
         case .object(let object): root = object
