@@ -11,9 +11,11 @@ import NIOCore
 /// - Route a request head itself, then call `requestReceived` with the request's facts and the route (or the answer
 ///   it already has, such as `No route for host`); then `requestBodyReceived` per body part and `requestEnded`.
 /// - Perform every returned action in order, in one `switch`. Nothing else is needed: the handler never asks the
-///   machine what state it is in. Actions that start asynchronous work (`forwardToBackend`, `fetchLink`,
-///   `queryLastIDs`, `scheduleLinkRetry`) come last in a list; feed their results back as new events, never while
-///   still running the list that started them (hop through `eventLoop.execute` if a failure is known at once).
+///   machine what state it is in. It keeps only what the machine does not: the request as received (method, URI,
+///   headers) for `forwardToBackend`, and its routing for `fetchLink`.
+/// - A list holds at most one action that starts asynchronous work (`forwardToBackend`, `fetchLink`,
+///   `queryLastIDs`, `scheduleLinkRetry`), and it comes last; so a result known at once (a link without a route,
+///   the in-process `test` target's answer) may be fed back right after performing it.
 /// - Backend calls carry a `CallID`; hand every callback of that call back with it (`backendResponseHead`,
 ///   `backendResponseBodyPart`, `backendResponseEnded`, `backendFailed`, or `backendInstructed` for an in-process
 ///   backend that answers with instructions directly). Answers to calls the machine has given up on are ignored, so
@@ -122,6 +124,23 @@ package struct HoldStateMachine: Sendable {
             self.extraChannels = extraChannels
             self.resendsHolds = resendsHolds
             self.targetsDescription = targetsDescription
+        }
+
+        /// The facts of `route` as HTTPProxyHandler reads them; `debug` is `[proxy] debug`.
+        package init(_ route: Route, debug: Bool = false) {
+            let isTest = route.targets.first.map { $0.kind == .test } ?? false
+            self.init(
+                targetCount: route.targets.count,
+                noGrip: route.noGrip,
+                debug: debug || route.debug,
+                channelPrefix: route.prefix,
+                extraChannels: route.targets.first?.subscriptions ?? [],
+                resendsHolds: !isTest,
+                targetsDescription: route.targets.compactMap { target -> String? in
+                    if case .backend(let host, let port) = target.kind { return "\(host):\(port)" }
+                    return nil
+                }.joined(separator: ", ")
+            )
         }
     }
 
