@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+"""A minimal WebSocket-over-HTTP GRIP backend for the benchmark's `ws` mode (standard library only).
+
+    ws_backend.py --port PORT [--stats FILE] [--max-seconds S]
+
+Every request is a POST of `application/websocket-events` (shared/spec/websocket-over-http.md 2-4).
+- A body that starts with OPEN is answered `OPEN` plus a control message subscribing the connection to the
+  channel named by the request's `channel=` query parameter (default `test`), with
+  `Sec-WebSocket-Extensions: grip` so that the proxy honours control messages.
+- A body with a CLOSE event is answered with the same CLOSE (as GRIP libraries do), so the proxy completes
+  the close handshake.
+- Anything else (TEXT, PING, DISCONNECT, keep-alive requests with no events) gets an empty 200
+  `application/websocket-events` body.
+
+HTTP/1.1 with keep-alive, one asyncio loop. Counts of requests and events are written to --stats (JSON) when
+the process gets SIGTERM or SIGINT, or reaches --max-seconds.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+import urllib.parse
+
+EVENTS_TYPE = b"application/websocket-events"
+stats = {"requests": 0, "OPEN": 0, "TEXT": 0, "BINARY": 0, "PING": 0, "PONG": 0, "CLOSE": 0, "DISCONNECT": 0,
+         "empty": 0, "bad": 0, "connections": 0}
+
+
+def parse_events(body: bytes) -> list[tuple[str, bytes | None]]:
+    """[(type, content or None)]; raises ValueError on a malformed body."""
+    out, i = [], 0
+    while i < len(body):
+        eol = body.index(b"\r\n", i)
+        line = body[i:eol].decode("ascii")
+        i = eol + 2
+        if " " in line:
+            kind, hexlen = line.split(" ", 1)
+            n = int(hexlen, 16)
+            content = body[i:i + n]
+            if len(content) != n or body[i + n:i + n + 2] != b"\r\n":
+                raise ValueError("truncated event")
+            i += n + 2
+            out.append((kind, content))
+        else:
+            out.append((line, None))
+    return out
+
+
+def event(kind: str, content: bytes | None = None) -> bytes:
+    if content is None:
+        return kind.encode() + b"\r\n"
+    return b"%s %x\r\n%s\r\n" % (kind.encode(), len(content), content)
+
+
+def answer(target: str, body: bytes) -> tuple[bytes, list[str]]:
+    try:
+        events = parse_events(body)
+    except (ValueError, UnicodeDecodeError):
+        stats["bad"] += 1
+        return b"", []
+    if not events:
+        stats["empty"] += 1
+    for kind, _ in events:
+        if kind in stats:
+            stats[kind] += 1
+    if events and events[0][0] == "OPEN":
+        query = urllib.parse.urlsplit(target).query
+        channel = urllib.parse.parse_qs(query).get("channel", ["test"])[0]
+        control = b"c:" + json.dumps({"type": "subscribe", "channel": channel}, separators=(",", ":")).encode()
+        return event("OPEN") + event("TEXT", control), ["Sec-WebSocket-Extensions: grip"]
+    for kind, content in events:
+        if kind == "CLOSE":
+            return event("CLOSE", content), []
+    return b"", []
+
+
+async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    stats["connections"] += 1
+    try:
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+                return
+            lines = head.decode("latin-1").split("\r\n")
+            parts = lines[0].split(" ")
+            target = parts[1] if len(parts) > 1 else "/"
+            headers = {}
+            for h in lines[1:]:
+                if ":" in h:
+                    k, v = h.split(":", 1)
+                    headers[k.strip().lower()] = v.strip()
+            n = int(headers.get("content-length", "0") or 0)
+            body = await reader.readexactly(n) if n else b""
+            stats["requests"] += 1
+            out, extra = answer(target, body)
+            close = headers.get("connection", "").lower() == "close"
+            resp = ["HTTP/1.1 200 OK", "Content-Type: " + EVENTS_TYPE.decode(), f"Content-Length: {len(out)}"] + extra
+            if close:
+                resp.append("Connection: close")
+            writer.write(("\r\n".join(resp) + "\r\n\r\n").encode() + out)
+            if close:
+                await writer.drain()
+                return
+    except (ConnectionError, asyncio.IncompleteReadError):
+        return
+    finally:
+        writer.close()
+
+
+async def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--stats", help="write request/event counts (JSON) here on exit")
+    ap.add_argument("--max-seconds", type=float, default=7200)
+    args = ap.parse_args()
+    server = await asyncio.start_server(serve, "127.0.0.1", args.port, backlog=4096, limit=1 << 20)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"ws_backend: listening on 127.0.0.1:{args.port}", file=sys.stderr, flush=True)
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=args.max_seconds)
+    except asyncio.TimeoutError:
+        pass
+    server.close()
+    if args.stats:
+        with open(args.stats, "w") as f:
+            json.dump(stats, f)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
