@@ -206,6 +206,8 @@ struct RunCommand: AsyncParsableCommand {
         configuration.backend.debug = settings.debug
         configuration.backend.timeoutSeconds = Int64(settings.backendTimeoutSeconds)
         configuration.backend.retryDelays = settings.backendRetryDelays
+        configuration.backend.maxConnectionsPerTarget = settings.backendMaxConnections
+        configuration.backend.queueMax = settings.backendQueueMax
         configuration.backend.setXForwardedProtocol = settings.setXForwardedProtocol
         configuration.backend.xForwardedFor = settings.xForwardedFor
         configuration.backend.acceptPushpinRoute = settings.acceptPushpinRoute

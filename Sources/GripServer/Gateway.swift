@@ -19,6 +19,8 @@ package final class GatewayService: Service, Sendable {
 
     /// `renderMetrics` produces the Prometheus text for `GET /metrics` when `metricsListen` is set.
     package init(configuration: GatewayConfiguration, logger: Logger, renderMetrics: (@Sendable () -> [UInt8])? = nil) {
+        var configuration = configuration
+        configuration.client.maxConnections = DescriptorBudget.clientConnections(for: configuration, logger: logger)
         self.renderMetrics = renderMetrics
         self.configuration = configuration
         self.logger = logger

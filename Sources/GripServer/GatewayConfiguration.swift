@@ -46,6 +46,10 @@ package struct GatewayConfiguration: Sendable {
         package var sigKey = "changeme"
         /// No response head within this many seconds: 504 (decisions D2).
         package var timeoutSeconds: Int64 = 600
+        /// Backend connections per target (`backend_max_connections`); further requests wait for one (D21).
+        package var maxConnectionsPerTarget = 256
+        /// Backend calls waiting for a connection at most (`backend_queue_max`); beyond it the call fails (D21).
+        package var queueMax = 10_000
         /// Retry delays for next-link fetches and WebSocket-over-HTTP (seconds).
         package var retryDelays: [Double] = [1, 2, 4, 8, 16]
         package var debug = false

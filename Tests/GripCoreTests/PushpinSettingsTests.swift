@@ -273,8 +273,9 @@ import Testing
             $0.connectionSubscriptionMax == 5 && $0.subscriptionLingerSeconds == 1
         },
         OverrideCase(text: "[handler]\nupdate_on_first_subscription=false") { !$0.updateOnFirstSubscription },
-        OverrideCase(text: "[gripproxy]\nbackend_timeout=5\nclient_write_buffer_max=1000\nwebsocket_max_message=2000") {
+        OverrideCase(text: "[gripproxy]\nbackend_timeout=5\nclient_write_buffer_max=1000\nwebsocket_max_message=2000\nbackend_max_connections=7") {
             $0.backendTimeoutSeconds == 5 && $0.clientWriteBufferMax == 1000 && $0.websocketMaxMessage == 2000
+                && $0.backendMaxConnections == 7
         },
         OverrideCase(text: "[gripproxy]\nbackend_retry_delays=0.1, 0.2,0.5") { $0.backendRetryDelays == [0.1, 0.2, 0.5] },
         OverrideCase(text: "[gripproxy]\nbackend_retry_delays=") { $0.backendRetryDelays.isEmpty },

@@ -107,6 +107,10 @@ package struct PushpinSettings: Sendable, Equatable {
     package var clientWriteBufferMax = 1_048_576
     /// `websocket_max_message`: client WebSocket message limit (decisions.md W1).
     package var websocketMaxMessage = 1_048_576
+    /// `backend_max_connections`: backend connections per target; beyond it requests wait (decisions.md D21).
+    package var backendMaxConnections = 256
+    /// `backend_queue_max`: backend calls waiting for a connection at most (decisions.md D21).
+    package var backendQueueMax = 10_000
     /// `backend_retry_delays`: WebSocket-over-HTTP retry schedule in seconds (decisions.md W8).
     package var backendRetryDelays: [Double] = [1, 2, 4, 8, 16]
 
@@ -445,6 +449,8 @@ private struct Reader {
         if let v = try int("gripproxy/backend_timeout", minimum: 1) { s.backendTimeoutSeconds = v }
         if let v = try int("gripproxy/client_write_buffer_max", minimum: 1) { s.clientWriteBufferMax = v }
         if let v = try int("gripproxy/websocket_max_message", minimum: 1) { s.websocketMaxMessage = v }
+        if let v = try int("gripproxy/backend_max_connections", minimum: 1) { s.backendMaxConnections = v }
+        if let v = try int("gripproxy/backend_queue_max", minimum: 0) { s.backendQueueMax = v }
         if let e = take("gripproxy/backend_retry_delays") { s.backendRetryDelays = try seconds(e) }
 
         for key in entries.keys where Reader.ignoredKeys.contains(key) { used.insert(key) }

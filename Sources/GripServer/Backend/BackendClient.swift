@@ -57,6 +57,8 @@ package final class BackendClient: Sendable {
     package let insecureHTTP: HTTPClient
     package let signer: GripSigner
     let configuration: GatewayConfiguration.Backend
+    /// One per event loop: each loop's share of `backend_max_connections` and `backend_queue_max` (D21).
+    private let limiters: [ObjectIdentifier: LoopConfined<BackendCallLimiter>]
 
     package init(group: EventLoopGroup, configuration: GatewayConfiguration.Backend, signer: GripSigner) {
         var clientConfiguration = HTTPClient.Configuration(
@@ -65,7 +67,7 @@ package final class BackendClient: Sendable {
             timeout: .init(connect: .seconds(10), read: .seconds(configuration.timeoutSeconds)),
             decompression: .disabled
         )
-        clientConfiguration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 256)
+        clientConfiguration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: configuration.maxConnectionsPerTarget)
         // A refused connection must fail over to the next target (or 502) at once, as Pushpin does,
         // not be retried by the pool until the connect timeout.
         clientConfiguration.connectionPool.retryConnectionEstablishment = false
@@ -77,6 +79,19 @@ package final class BackendClient: Sendable {
         self.insecureHTTP = HTTPClient(eventLoopGroupProvider: .shared(group), configuration: clientConfiguration)
         self.configuration = configuration
         self.signer = signer
+        let loops = Array(group.makeIterator())
+        var limiters: [ObjectIdentifier: LoopConfined<BackendCallLimiter>] = [:]
+        for loop in loops {
+            let limiter = BackendCallLimiter(eventLoop: loop, limit: configuration.maxConnectionsPerTarget / loops.count,
+                                             queueLimit: configuration.queueMax / loops.count)
+            limiters[ObjectIdentifier(loop)] = LoopConfined(limiter, eventLoop: loop)
+        }
+        self.limiters = limiters
+    }
+
+    /// The limiter of `loop`; must be called on it.
+    func limiter(for loop: EventLoop) -> BackendCallLimiter? {
+        limiters[ObjectIdentifier(loop)]?.value
     }
 
     package func shutdown() async throws {

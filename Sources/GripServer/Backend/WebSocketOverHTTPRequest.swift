@@ -40,8 +40,24 @@ struct WebSocketOverHTTPRequest {
         return headers
     }
 
-    /// Sends `events`; the future completes on `loop` with the whole answer or why there is none.
+    /// Sends `events` once the loop's backend limiter has a slot (decisions D21); the future completes on
+    /// `loop` with the whole answer or why there is none.
     func send(_ events: [WebSocketEvent], on loop: EventLoop) -> EventLoopFuture<Result<HTTPClient.Response, BackendFailure>> {
+        guard let limiter = gateway.backend.limiter(for: loop) else { return sendNow(events, on: loop) }
+        let promise = loop.makePromise(of: Result<HTTPClient.Response, BackendFailure>.self)
+        let submitted = limiter.submit { [self] in
+            let answer = sendNow(events, on: loop)
+            answer.cascade(to: promise)
+            return answer.map { _ in }
+        }
+        guard submitted else {
+            promise.succeed(.failure(.other("backend queue full (backend_queue_max)")))
+            return promise.futureResult
+        }
+        return promise.futureResult
+    }
+
+    private func sendNow(_ events: [WebSocketEvent], on loop: EventLoop) -> EventLoopFuture<Result<HTTPClient.Response, BackendFailure>> {
         let pathAndQuery = route.rewrittenPath(request.uri)
         guard let url = BackendRequest.url(target: target, pathAndQuery: pathAndQuery) else {
             return loop.makeSucceededFuture(.failure(.other("target has no address")))
