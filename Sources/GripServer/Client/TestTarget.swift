@@ -9,7 +9,7 @@ enum TestTarget {
         case hold(GripInstruction)
     }
 
-    static func answer(method: String, uri: String, route: Route, bodySize: Int) -> Answer {
+    static func answer(uri: String, route: Route, bodySize: Int) -> Answer {
         let parts = uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
         var path = route.testTargetPath(String(parts.first ?? "/"))
         if path.count > 1 && path.hasSuffix("/") { path.removeLast() }
@@ -52,10 +52,15 @@ enum TestTarget {
                      headers: [HTTPField("Content-Type", "text/plain")], body: Array(body.utf8))
     }
 
-    static func handle(exchange: HTTPProxyHandler.Exchange, handler: HTTPProxyHandler) {
-        handler.answerTestTarget(answer(
-            method: exchange.request.method.rawValue, uri: exchange.request.uri, route: exchange.route,
-            bodySize: exchange.request.body?.readableBytes ?? 0
-        ))
+    /// The answer as instructions, as the in-process backend gives it to `HoldStateMachine.backendInstructed`: a plain
+    /// answer is an instruction without hold or link.
+    static func instruction(uri: String, route: Route, bodySize: Int) -> GripInstruction {
+        switch answer(uri: uri, route: route, bodySize: bodySize) {
+        case .hold(let instruction):
+            return instruction
+        case .response(let response):
+            return GripInstruction(holdMode: nil, channels: [], timeoutSeconds: 0, keepAlive: nil, nextLink: nil,
+                                   meta: [:], exposeHeaders: nil, response: response)
+        }
     }
 }
