@@ -18,8 +18,10 @@ final class HTTPProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias CallID = HoldStateMachine.CallID
 
     private let gateway: GatewayContext
-    /// The connection's WebSocket handshake, holding a backend's refusal to relay (decisions W10).
-    private let handshake: WebSocketHandshake?
+    /// The connection's WebSocket handshake, holding a backend's refusal to relay (decisions W10). Let go after
+    /// the first request that is not an upgrade: the upgrade handler is gone by then, and an idle hold should
+    /// not keep ~800 bytes for a handshake that cannot happen (bench/README, where the bytes go).
+    private var handshake: WebSocketHandshake?
     private var machine: HoldStateMachine
     private var context: ChannelHandlerContext?
     /// The loop's shard, kept from `handlerAdded` (deliveries, deadlines, per-loop counters).
@@ -75,6 +77,7 @@ final class HTTPProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
             gateway.metrics.requestReceived.increment()
             let (exchange, request) = ProxyExchange.admit(head, clientAddress: context.channel.remoteAddress?.ipAddress,
                                                           gateway: gateway, handshake: handshake)
+            if !head.headers[canonicalForm: "Upgrade"].contains(where: { $0.lowercased() == "websocket" }) { handshake = nil }
             self.exchange = exchange
             run(machine.requestReceived(request))
         case .body(let part):
