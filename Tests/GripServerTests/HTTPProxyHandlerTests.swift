@@ -11,57 +11,13 @@ import Testing
 /// `HTTPProxyHandler` driving its `HoldStateMachine` on an embedded channel, against the in-process `test` target
 /// (routes.md 3): raw request bytes in, raw response bytes out, items published through a hub on the same loop.
 @Suite struct HTTPProxyHandlerTests {
-    private struct Fixture {
-        let loop: EmbeddedEventLoop
-        let channel: EmbeddedChannel
-        let hub: Hub
-        let backendGroup: MultiThreadedEventLoopGroup
-        let backend: BackendClient
-
-        var shard: SubscriptionShard { hub.shard(for: loop) }
-
-        func send(_ request: String) throws {
-            try channel.writeInbound(ByteBuffer(string: request))
-            loop.run()
-        }
-
-        func publish(_ items: [PublishItem]) {
-            _ = hub.publish(items, on: loop)
-            loop.run()  // the directory's acceptance, the release to the shard, then the flush
-        }
-
-        /// Everything written to the socket since the last call.
-        func written() throws -> String {
-            var output = ""
-            while let buffer = try channel.readOutbound(as: ByteBuffer.self) { output += String(buffer: buffer) }
-            return output
-        }
-
-        func shutdown() async throws {
-            _ = try? channel.finish()
-            try await backend.shutdown()
-            try await backendGroup.shutdownGracefully()
-        }
-    }
-
     /// The default configuration (built-in `test` route), NIO's HTTP/1 encoder and decoder, and the handler.
-    private func makeFixture() throws -> Fixture {
-        let loop = EmbeddedEventLoop()
-        let hub = Hub(group: loop, configuration: .init(), logger: Logger(label: "test"))
-        // AsyncHTTPClient wants real loops; the test target makes no backend call.
-        let backendGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let backend = BackendClient(group: backendGroup, configuration: .init(), signer: GripSigner())
-        var configuration = GatewayConfiguration()
-        configuration.routes = RoutesFile.builtInRoutes
-        let gateway = GatewayContext(configuration: configuration, routes: RouteStore(routes: configuration.routes),
-                                     backend: backend, hub: hub, logger: Logger(label: "test"), metrics: hub.metrics)
-        let channel = EmbeddedChannel(loop: loop)
-        let sync = channel.pipeline.syncOperations
-        try sync.addHandler(HTTPResponseEncoder())
-        try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes)))
-        try sync.addHandler(HTTPProxyHandler(gateway: gateway))
-        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 7999)).wait()
-        return Fixture(loop: loop, channel: channel, hub: hub, backendGroup: backendGroup, backend: backend)
+    private func makeFixture() throws -> EmbeddedGateway {
+        try EmbeddedGateway { gateway, pipeline in
+            try pipeline.addHandler(HTTPResponseEncoder())
+            try pipeline.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes)))
+            try pipeline.addHandler(HTTPProxyHandler(gateway: gateway))
+        }
     }
 
     private func get(_ uri: String, version: String = "HTTP/1.1") -> String {
