@@ -40,11 +40,21 @@ struct WebSocketOverHTTPRequest {
         return headers
     }
 
+    /// A backend's whole answer to one request.
+    struct Answer {
+        var status: HTTPResponseStatus
+        var headers: [HTTPField]
+        var body: ByteBuffer
+    }
+
     /// Sends `events` once the loop's backend limiter has a slot (decisions D21); the future completes on
-    /// `loop` with the whole answer or why there is none.
-    func send(_ events: [WebSocketEvent], on loop: EventLoop) -> EventLoopFuture<Result<HTTPClient.Response, BackendFailure>> {
+    /// `loop` with the whole answer or why there is none. The `test` target answers in-process.
+    func send(_ events: [WebSocketEvent], on loop: EventLoop) -> EventLoopFuture<Result<Answer, BackendFailure>> {
+        if case .test = target.kind {
+            return loop.makeSucceededFuture(.success(TestTarget.webSocketAnswer(to: events, uri: request.uri, route: route)))
+        }
         guard let limiter = gateway.backend.limiter(for: loop) else { return sendNow(events, on: loop) }
-        let promise = loop.makePromise(of: Result<HTTPClient.Response, BackendFailure>.self)
+        let promise = loop.makePromise(of: Result<Answer, BackendFailure>.self)
         let submitted = limiter.submit { [self] in
             let answer = sendNow(events, on: loop)
             answer.cascade(to: promise)
@@ -57,7 +67,7 @@ struct WebSocketOverHTTPRequest {
         return promise.futureResult
     }
 
-    private func sendNow(_ events: [WebSocketEvent], on loop: EventLoop) -> EventLoopFuture<Result<HTTPClient.Response, BackendFailure>> {
+    private func sendNow(_ events: [WebSocketEvent], on loop: EventLoop) -> EventLoopFuture<Result<Answer, BackendFailure>> {
         let pathAndQuery = route.rewrittenPath(request.uri)
         guard let url = BackendRequest.url(target: target, pathAndQuery: pathAndQuery) else {
             return loop.makeSucceededFuture(.failure(.other("target has no address")))
@@ -78,7 +88,7 @@ struct WebSocketOverHTTPRequest {
         return client.execute(request: httpRequest, delegate: accumulator, eventLoop: .delegateAndChannel(on: loop))
             .futureResult
             .hop(to: loop)
-            .map { .success($0) }
+            .map { .success(Answer(status: $0.status, headers: $0.headers.fields, body: $0.body ?? ByteBuffer())) }
             .flatMapErrorThrowing { .failure(BackendFailure.classify($0)) }
     }
 

@@ -141,7 +141,7 @@ final class PassThroughBackendHandler: ChannelInboundHandler, RemovableChannelHa
     typealias InboundIn = WebSocketFrame
     typealias OutboundOut = WebSocketFrame
 
-    weak var session: WebSocketSessionHandler?
+    weak var session: PassThroughWebSocketHandler?
     private var buffered: [WebSocketFrame] = []
     private var closedEarly = false
 
@@ -155,7 +155,7 @@ final class PassThroughBackendHandler: ChannelInboundHandler, RemovableChannelHa
     }
 
     /// Called by the session once it is installed.
-    func attach(_ session: WebSocketSessionHandler) {
+    func attach(_ session: PassThroughWebSocketHandler) {
         self.session = session
         let frames = buffered
         buffered = []

@@ -1,5 +1,7 @@
 import Foundation
 import GripCore
+import NIOCore
+import NIOHTTP1
 
 /// The built-in `test` target (routes.md 3, decisions D1): answers locally, so `gripproxy` with no
 /// configuration holds `/stream` on channel `test`.
@@ -9,14 +11,12 @@ enum TestTarget {
         case hold(GripInstruction)
     }
 
-    static func answer(uri: String, route: Route, bodySize: Int) -> Answer {
+    /// The path the test target looks at, and its channels (routes.md 3).
+    private static func resource(uri: String, route: Route) -> (path: String, channels: [String]) {
         let parts = uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
         var path = route.testTargetPath(String(parts.first ?? "/"))
         if path.count > 1 && path.hasSuffix("/") { path.removeLast() }
         if path.isEmpty { path = "/" }
-        if bodySize > 100_000 {
-            return .response(textResponse(400, "request too large\n"))
-        }
         var channels: [String] = []
         if parts.count > 1 {
             for pair in parts[1].split(separator: "&") {
@@ -27,7 +27,14 @@ enum TestTarget {
                 }
             }
         }
-        if channels.isEmpty { channels = ["test"] }
+        return (path, channels.isEmpty ? ["test"] : channels)
+    }
+
+    static func answer(uri: String, route: Route, bodySize: Int) -> Answer {
+        let (path, channels) = resource(uri: uri, route: route)
+        if bodySize > 100_000 {
+            return .response(textResponse(400, "request too large\n"))
+        }
         let subscriptions = channels.map { GripChannelSubscription(name: $0, prevID: nil, filters: []) }
         switch path {
         case "/":
@@ -62,5 +69,35 @@ enum TestTarget {
             return GripInstruction(holdMode: nil, channels: [], timeoutSeconds: 0, keepAlive: nil, nextLink: nil,
                                    meta: [:], exposeHeaders: nil, response: response)
         }
+    }
+
+    /// The `/ws` resource as a WebSocket-over-HTTP backend (routes.md 3): OPEN accepted with the grip extension
+    /// and a subscription to each channel, every message echoed (with the `m:` prefix the extension wants),
+    /// a ping answered with a pong, a close with the same close. Any other path is refused with `404`.
+    static func webSocketAnswer(to events: [WebSocketEvent], uri: String, route: Route) -> WebSocketOverHTTPRequest.Answer {
+        let (path, channels) = resource(uri: uri, route: route)
+        var headers = [HTTPField("Content-Type", WebSocketOverHTTPRequest.mediaType)]
+        var answer: [WebSocketEvent] = []
+        for event in events {
+            switch event {
+            case .open:
+                guard path == "/ws" else {
+                    return .init(status: .notFound, headers: [HTTPField("Content-Type", "text/plain")],
+                                 body: ByteBuffer(string: "no such test resource\n"))
+                }
+                headers.append(HTTPField("Sec-WebSocket-Extensions", "grip"))
+                answer.append(.open)
+                for channel in channels {
+                    let json = (try? JSONSerialization.data(withJSONObject: ["type": "subscribe", "channel": channel])) ?? Data()
+                    answer.append(.text(Array("c:".utf8) + Array(json)))
+                }
+            case .text(let payload): answer.append(.text(GripWebSocketExtension.defaultMessagePrefix + payload))
+            case .binary(let payload): answer.append(.binary(GripWebSocketExtension.defaultMessagePrefix + payload))
+            case .ping(let payload): answer.append(.pong(payload))
+            case .pong, .disconnect: break
+            case .close(let code, _): answer.append(.close(code: code, reason: []))
+            }
+        }
+        return .init(status: .ok, headers: headers, body: ByteBuffer(bytes: WebSocketEventCodec.encode(answer)))
     }
 }
