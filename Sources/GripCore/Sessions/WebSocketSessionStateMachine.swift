@@ -1,4 +1,5 @@
 import Foundation
+import NIOCore
 
 /// The WebSocket-over-HTTP side of one client connection (websocket-over-http.md 1, 4–6; decisions W3, W4, W6, W7):
 /// which requests go to the backend and when, what the client gets from each answer, and how the close
@@ -177,7 +178,8 @@ package struct WebSocketSessionStateMachine: Sendable {
         var backend: BackendPhase = .active
         var request: RequestPhase = .idle(keepAliveScheduled: false)
         /// Client events not yet in a request (TEXT, BINARY, PING, PONG), oldest first.
-        var queue: [WebSocketEvent] = []
+        /// A ring buffer: requests take from the front while the client appends at the back.
+        var queue = CircularBuffer<WebSocketEvent>()
         var queuedBytes = 0
         var detached = false
         var refreshPending = false

@@ -142,7 +142,7 @@ final class PassThroughBackendHandler: ChannelInboundHandler, RemovableChannelHa
     typealias OutboundOut = WebSocketFrame
 
     weak var session: PassThroughWebSocketHandler?
-    private var buffered: [WebSocketFrame] = []
+    private var buffered = CircularBuffer<WebSocketFrame>()
     private var closedEarly = false
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -158,7 +158,7 @@ final class PassThroughBackendHandler: ChannelInboundHandler, RemovableChannelHa
     func attach(_ session: PassThroughWebSocketHandler) {
         self.session = session
         let frames = buffered
-        buffered = []
+        buffered.removeAll()
         for frame in frames { session.backendFrame(frame) }
         if closedEarly { session.backendClosed() }
     }
