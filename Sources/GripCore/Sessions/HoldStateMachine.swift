@@ -563,6 +563,11 @@ private struct Exchange: Sendable {
         }
     }
 
+    enum CallSlot: Sendable {
+        case none
+        indirect case some(Call)
+    }
+
     /// A response-hold answer waiting for the channels' last ids (the hold-time conflict check, reliability.md 4).
     struct PendingResponseHold: Sendable {
         var query: CallID
@@ -609,9 +614,11 @@ private struct Exchange: Sendable {
         /// A plain answer is being streamed through. The exchange ends with it.
         case relaying
         /// A response-hold answer waits for its conflict check. → .responseHold, .forwarding (conflict)
-        case checkingLastIDs(PendingResponseHold)
+        /// (Indirect, like `.responseHold`: the largest payloads are boxed so that an idle stream's handler does
+        /// not carry their size inline; bench/README, where the bytes go.)
+        indirect case checkingLastIDs(PendingResponseHold)
         /// → .streamHold, .paging, .forwarding (conflict of a re-check's hold); or the exchange ends.
-        case responseHold(ResponseHold)
+        indirect case responseHold(ResponseHold)
         /// → .paging (a link answer without hold but with a link); or the exchange ends.
         case streamHold(StreamHold)
         /// A response with a next link and no hold: the body continues with each link's body. → .streamHold
@@ -625,7 +632,16 @@ private struct Exchange: Sendable {
     var route: HoldStateMachine.RouteFacts
     /// The request body, kept while a response hold may re-send it.
     var body: ByteBuffer?
-    var call: Call?
+    /// The outstanding call, boxed: an idle hold has none, and its ~100 bytes should not sit inline in every
+    /// connection's handler.
+    var call: Call? {
+        get {
+            guard case .some(let call) = callSlot else { return nil }
+            return call
+        }
+        set { callSlot = newValue.map { .some($0) } ?? .none }
+    }
+    private var callSlot: CallSlot = .none
     var responseStarted = false
     var subscriptions: [String] = []
     var subscriptionMode: GripHoldMode = .response
