@@ -20,6 +20,29 @@ import Testing
         }
     }
 
+    /// As `ClientChannelInitializer` assembles it, without the WebSocket upgrade handler: the encoder, the request
+    /// handlers an idle stream lets go, and the handler.
+    private func makeServerPipelineFixture() throws -> EmbeddedGateway {
+        try EmbeddedGateway { gateway, pipeline in
+            let proxy = HTTPProxyHandler(gateway: gateway)
+            try pipeline.addHandler(HTTPResponseEncoder())
+            try pipeline.addHandlers(ClientChannelInitializer.requestHandlers(gateway: gateway, proxy: proxy))
+            try pipeline.addHandler(proxy)
+        }
+    }
+
+    private func hasRequestHandlers(_ fixture: EmbeddedGateway) -> Bool {
+        let sync = fixture.channel.pipeline.syncOperations
+        let handlers = [
+            (try? sync.handler(type: ByteToMessageHandler<ObservedRequestDecoder>.self)) != nil,
+            (try? sync.handler(type: ClientRequestObserver.self)) != nil,
+            (try? sync.handler(type: HTTPServerPipelineHandler.self)) != nil,
+            (try? sync.handler(type: ClientProtocolErrorHandler.self)) != nil,
+        ]
+        #expect(Set(handlers).count == 1, "request handlers partly present: \(handlers)")
+        return handlers[0]
+    }
+
     private func get(_ uri: String, version: String = "HTTP/1.1") -> String {
         "GET \(uri) \(version)\r\nHost: example.com\r\n\r\n"
     }
@@ -101,6 +124,74 @@ import Testing
         #expect(output.hasPrefix("HTTP/1.1 200 OK\r\n"))
         #expect(output.hasSuffix("\r\n\r\nnothing for now\n"))
         #expect(fixture.shard.subscriberCount(of: "quiet") == 0)
+        try await fixture.shutdown()
+    }
+
+    private func closeItem(_ channel: String) -> PublishItem {
+        PublishItem(channel: channel, httpStream: HTTPStreamPublishFormat(action: .close))
+    }
+
+    @Test func anIdleStreamLetsTheRequestHandlersGoUntilItsResponseEnds() async throws {
+        let fixture = try makeServerPipelineFixture()
+        #expect(hasRequestHandlers(fixture))
+        try fixture.send(get("/stream?channel=idle"))
+        #expect(try fixture.written().hasSuffix("\r\n\r\n10\r\n[stream opened]\n\r\n"))
+        #expect(!hasRequestHandlers(fixture))
+        fixture.publish([streamItem("idle", "one\n")])
+        #expect(try fixture.written() == "4\r\none\n\r\n")
+
+        // The stream ends, the connection stays (HTTP/1.1), and the next request is read by fresh handlers.
+        fixture.publish([closeItem("idle")])
+        #expect(try fixture.written() == "0\r\n\r\n")
+        #expect(hasRequestHandlers(fixture))
+        try fixture.send(get("/"))
+        #expect(try fixture.written().hasSuffix("\r\n\r\nHello from the Pushpin test handler!\n"))
+        try fixture.send(get("/stream?channel=again"))
+        #expect(!hasRequestHandlers(fixture))
+        #expect(fixture.channel.isActive)
+        try await fixture.shutdown()
+    }
+
+    /// A request pipelined behind the stream's (whole, or only begun) is held by NIO's handlers as before: they stay,
+    /// and it is answered once the stream ends.
+    @Test(arguments: [false, true]) func aRequestPipelinedBehindAStreamKeepsTheRequestHandlers(partial: Bool) async throws {
+        let fixture = try makeServerPipelineFixture()
+        let next = get("/")
+        let split = next.index(next.startIndex, offsetBy: partial ? 8 : next.count)
+        try fixture.send(get("/stream?channel=piped") + next[..<split])
+        #expect(try fixture.written().hasSuffix("[stream opened]\n\r\n"))
+        #expect(hasRequestHandlers(fixture))
+        fixture.publish([closeItem("piped")])
+        if partial { try fixture.send(String(next[split...])) }
+        let output = try fixture.written()
+        #expect(output.hasPrefix("0\r\n\r\nHTTP/1.1 200 OK\r\n"))
+        #expect(output.hasSuffix("\r\n\r\nHello from the Pushpin test handler!\n"))
+        try await fixture.shutdown()
+    }
+
+    @Test func quiesceEndsAStreamWhoseRequestHandlersAreGone() async throws {
+        let fixture = try makeServerPipelineFixture()
+        try fixture.send(get("/stream?channel=shutdown"))
+        _ = try fixture.written()
+        #expect(!hasRequestHandlers(fixture))
+        fixture.channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        fixture.loop.run()
+        #expect(try fixture.written() == "0\r\n\r\n")
+        #expect(!fixture.channel.isActive)
+        #expect(fixture.shard.subscriberCount(of: "shutdown") == 0)
+        try await fixture.shutdown()
+    }
+
+    /// Bytes read with the client's EOF while the handlers are gone are dropped, as the pipelining handler's buffer
+    /// was; the disconnect is seen.
+    @Test func aDisconnectIsSeenWithoutTheRequestHandlers() async throws {
+        let fixture = try makeServerPipelineFixture()
+        try fixture.send(get("/stream?channel=gone"))
+        #expect(fixture.shard.subscriberCount(of: "gone") == 1)
+        try fixture.send("GET / HTTP/1.1\r\n")
+        fixture.channel.pipeline.fireChannelInactive()
+        fixture.loop.run()
+        #expect(fixture.shard.subscriberCount(of: "gone") == 0)
         try await fixture.shutdown()
     }
 }

@@ -37,20 +37,45 @@ final class HTTPProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var delivering: PreparedPublish?
     /// The write of the last `relayBodyPart`, returned to AsyncHTTPClient as back-pressure.
     private var relayWrite: EventLoopFuture<Void>?
+    /// Whether the handlers that read requests (`ClientChannelInitializer.requestHandlers`) are in the pipeline.
+    private var requestHandlers = RequestHandlers.inPipeline
+    /// Request heads received, compared with `ClientRequestObserver.headsDecoded`.
+    private var headsReceived = 0
+    /// Between a `channelRead` and its `channelReadComplete`: the decoder may be mid-buffer.
+    private var reading = false
+
+    /// An idle stream hold reads nothing (NIO's pipelining handler stops reading until the response ends), so
+    /// the decoder, the pipelining handler and the error answers are let go while it lasts (~2 KB, bench/README,
+    /// where the bytes go), reading is paused instead, and they are made afresh when the response ends on a
+    /// kept-alive connection. The decoder and pipelining handler held nothing then (`ClientRequestObserver`), so
+    /// fresh ones are in the state the old ones would be in. A client's disconnect is still seen: NIO reads up to
+    /// the EOF whether or not reading is paused.
+    private enum RequestHandlers {
+        case inPipeline
+        /// A stream hold was set up; let them go once the current read is complete.
+        case releaseWanted
+        case released
+    }
 
     private var logger: Logger { gateway.logger }
 
-    init(gateway: GatewayContext, handshake: WebSocketHandshake? = nil) {
+    /// `machineConfiguration`: the machine's limits, made once per listener by `machineConfiguration(for:)` so that
+    /// connections share one copy of its arrays; nil makes one for this handler.
+    init(gateway: GatewayContext, handshake: WebSocketHandshake? = nil, machineConfiguration: HoldStateMachine.Configuration? = nil) {
         self.gateway = gateway
         self.handshake = handshake
+        self.machine = HoldStateMachine(configuration: machineConfiguration ?? Self.machineConfiguration(for: gateway))
+    }
+
+    static func machineConfiguration(for gateway: GatewayContext) -> HoldStateMachine.Configuration {
         let configuration = gateway.configuration
-        self.machine = HoldStateMachine(configuration: .init(
+        return HoldStateMachine.Configuration(
             maxRequestBody: configuration.client.maxRequestBody,
             maxInstructBody: BackendRequest.maxResendableBody,
             maxResendableBody: BackendRequest.maxResendableBody,
             maxChannels: configuration.delivery.subscriptionsPerConnection,
             linkRetryDelays: configuration.backend.retryDelays.map { .milliseconds(Int64($0 * 1000)) }
-        ))
+        )
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -72,8 +97,13 @@ final class HTTPProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
     // MARK: Client events
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        // Bytes arrive here undecoded only when NIO reads up to the client's EOF while the request handlers are
+        // gone; the connection then closes, and the pipelining handler would have held them until then, unread.
+        guard requestHandlers != .released else { return }
+        reading = true
         switch unwrapInboundIn(data) {
         case .head(let head):
+            headsReceived += 1
             gateway.metrics.requestReceived.increment()
             let (exchange, request) = ProxyExchange.admit(head, clientAddress: context.channel.remoteAddress?.ipAddress,
                                                           gateway: gateway, handshake: handshake)
@@ -87,13 +117,25 @@ final class HTTPProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
     }
 
+    func channelReadComplete(context: ChannelHandlerContext) {
+        reading = false
+        if requestHandlers == .releaseWanted { releaseRequestHandlers(context) }
+        context.fireChannelReadComplete()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        // With the request handlers in the pipeline, `ClientRequestObserver` hands quiesce over.
+        if requestHandlers == .released, event is ChannelShouldQuiesceEvent { quiesce() }
+        context.fireUserInboundEventTriggered(event)
+    }
+
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         // Decisions D8: a held stream whose client does not read past the write-buffer bound is ended.
         run(machine.clientWritabilityChanged(isWritable: context.channel.isWritable))
         context.fireChannelWritabilityChanged()
     }
 
-    /// Graceful shutdown (via `QuiesceForwarder`): long-polls get their timeout response, streams end, idle
+    /// Graceful shutdown (via `ClientRequestObserver`, or `userInboundEventTriggered`): long-polls get their timeout response, streams end, idle
     /// connections close.
     func quiesce() {
         run(machine.quiesce())
@@ -118,6 +160,7 @@ final class HTTPProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
         for action in actions {
             perform(action, context)
         }
+        if requestHandlers == .releaseWanted && !reading { releaseRequestHandlers(context) }
     }
 
     private func perform(_ action: Action, _ context: ChannelHandlerContext) {
@@ -144,6 +187,11 @@ final class HTTPProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
             chunkWriter = nil
             exchange = nil
             let written = context.writeAndFlush(wrapOutboundOut(.end(nil)))
+            switch requestHandlers {
+            case .inPipeline: break
+            case .releaseWanted: requestHandlers = .inPipeline
+            case .released: if keepAlive { restoreRequestHandlers(context) }
+            }
             if !keepAlive { written.assumeIsolated().whenComplete { _ in context.close(promise: nil) } }
         case .close:
             context.close(promise: nil)
@@ -174,6 +222,8 @@ final class HTTPProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
             for channel in channels { gateway.hub.forgetLastID(of: channel) }
         case .subscribe(let channels, let mode):
             for channel in channels { gateway.hub.subscribe(self, channel: channel, kind: Self.kind(mode), on: context.eventLoop) }
+            // Subscribing as a stream is where a stream hold is set up; what only set-up needed may go.
+            if mode == .stream { streamHoldEstablished(context) }
         case .unsubscribe(let channels, let mode):
             for channel in channels { gateway.hub.unsubscribe(self, channel: channel, kind: Self.kind(mode), on: context.eventLoop) }
         case .setDeadline(let deadline):
@@ -202,6 +252,45 @@ final class HTTPProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
             chunkWriter = try? context.pipeline.syncOperations.context(handlerType: HTTPResponseEncoder.self)
         }
         context.write(wrapOutboundOut(.head(head.httpHead(version: version))), promise: nil)
+    }
+
+    /// A stream hold is set up and its head is written: the client's headers are no longer needed, nor (once the
+    /// current read is complete) the handlers that read requests.
+    private func streamHoldEstablished(_ context: ChannelHandlerContext) {
+        exchange?.releaseClientHeaders()
+        if requestHandlers == .inPipeline { requestHandlers = .releaseWanted }
+    }
+
+    /// Lets the request handlers go if they hold nothing back (else they stay until the response ends), and pauses
+    /// reading, as NIO's pipelining handler did. Its removal may ask for a read, so reading is paused after it.
+    private func releaseRequestHandlers(_ context: ChannelHandlerContext) {
+        requestHandlers = .inPipeline
+        let sync = context.pipeline.syncOperations
+        guard let observer = try? sync.handler(type: ClientRequestObserver.self), observer.isIdle(headsReceived: headsReceived),
+              (try? sync.handler(type: HTTPServerUpgradeHandler.self)) == nil,
+              let decoder = try? sync.handler(type: ByteToMessageHandler<ObservedRequestDecoder>.self),
+              let pipelining = try? sync.handler(type: HTTPServerPipelineHandler.self),
+              let errors = try? sync.handler(type: ClientProtocolErrorHandler.self) else { return }
+        sync.removeHandler(observer, promise: nil)
+        sync.removeHandler(pipelining, promise: nil)
+        sync.removeHandler(errors, promise: nil)
+        sync.removeHandler(decoder, promise: nil)
+        try? context.channel.syncOptions?.setOption(.autoRead, value: false)
+        requestHandlers = .released
+    }
+
+    /// The response of a stream hold ended and the connection stays: fresh request handlers, and reading resumes.
+    private func restoreRequestHandlers(_ context: ChannelHandlerContext) {
+        requestHandlers = .inPipeline
+        headsReceived = 0
+        let handlers = ClientChannelInitializer.requestHandlers(gateway: gateway, proxy: self)
+        do {
+            try context.pipeline.syncOperations.addHandlers(handlers, position: .before(self))
+            try context.channel.syncOptions?.setOption(.autoRead, value: true)
+        } catch {
+            logger.debug("client connection: request handlers not restored: \(error)")
+            context.close(promise: nil)
+        }
     }
 
     /// Makes a backend call: over HTTP, or in process (the `test` target), whose answer is fed back at once.

@@ -11,6 +11,13 @@ struct ProxyExchange {
     var request: OriginalRequest
     /// Nil for a request answered without a route (no route, head too large).
     var route: Route?
+    /// The request's `Host` once `releaseClientHeaders()` let the headers go.
+    private var heldHost: String?
+
+    init(request: OriginalRequest, route: Route? = nil) {
+        self.request = request
+        self.route = route
+    }
 
     var requestLine: String { "\(request.method.rawValue) \(request.uri)" }
 
@@ -91,6 +98,17 @@ struct ProxyExchange {
         return .http(url: url, method: request.method, headers: headers, body: body, insecure: target.insecure)
     }
 
+    /// For a stream hold, whose request is never re-sent: its only backend calls are next-link fetches, which carry
+    /// no client headers (grip-http 7), so only the `Host` they are routed by stays, with the method, URI and version
+    /// that log lines show. The headers of an idle stream are not kept (bench/README, where the bytes go).
+    mutating func releaseClientHeaders() {
+        guard !request.headers.isEmpty else { return }
+        heldHost = request.host
+        request.headers = []
+        request.body = nil
+        request.clientAddress = nil
+    }
+
     /// A next-link fetch (grip-http 7): GET, no client headers, routed like a client request.
     func fetchLink(_ uri: String, gripLast: [HTTPField], gateway: GatewayContext) -> Call {
         let (linkRoute, pathAndQuery) = routeForLink(uri, gateway: gateway)
@@ -101,6 +119,7 @@ struct ProxyExchange {
         var linkRequest = request
         linkRequest.method = .GET
         linkRequest.body = nil
+        if let heldHost { linkRequest.headers = [HTTPField("Host", heldHost)] }
         let headers = BackendRequest.headers(for: linkRequest, route: linkRoute, target: target,
                                              configuration: gateway.configuration.backend, gripSig: gateway.gripSig(for: linkRoute),
                                              gripLast: gripLast, clientHeaders: false)
@@ -110,7 +129,7 @@ struct ProxyExchange {
     /// Next links are routed like client requests (grip-http 7), so a rewriting route applies again; a link no route
     /// matches goes to the request's route.
     private func routeForLink(_ uri: String, gateway: GatewayContext) -> (Route?, String) {
-        var host = request.host
+        var host = request.host ?? heldHost
         var pathAndQuery = uri
         if let url = URL(string: uri), let linkHost = url.host, url.scheme != nil {
             host = url.port.map { "\(linkHost):\($0)" } ?? linkHost
