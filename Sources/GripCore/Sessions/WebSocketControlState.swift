@@ -153,6 +153,15 @@ package struct WebSocketControlState: Sendable {
         case .hint:
             return .ignore
         case .close:
+            // grip-http 9: filters run for every item, a close included (Pushpin checks the content filters and
+            // the delivery filters before it looks at the action).
+            if !subscription.filters.isEmpty || format.contentFilters != nil {
+                let context = FilterContext(filters: subscription.filters, subscriptionMeta: filterMeta, itemMeta: itemMeta)
+                if SubscriptionFilters.contentFilterMismatch(context, formatContentFilters: format.contentFilters) != nil
+                    || SubscriptionFilters.shouldDrop(context, isSubscribed: { name in subscriptions.contains { $0.channel == name } }) {
+                    return .ignore
+                }
+            }
             return .close(code: format.code, reason: format.reason.map { Array($0.utf8) } ?? [])
         case .send:
             break
