@@ -142,7 +142,8 @@ final class PassThroughBackendHandler: ChannelInboundHandler, RemovableChannelHa
     typealias OutboundOut = WebSocketFrame
 
     weak var session: PassThroughWebSocketHandler?
-    private var buffered = CircularBuffer<WebSocketFrame>()
+    /// Usually empty for the whole connection: an array costs nothing then (a `CircularBuffer` allocates slots).
+    private var buffered: [WebSocketFrame] = []
     private var closedEarly = false
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -158,7 +159,7 @@ final class PassThroughBackendHandler: ChannelInboundHandler, RemovableChannelHa
     func attach(_ session: PassThroughWebSocketHandler) {
         self.session = session
         let frames = buffered
-        buffered.removeAll()
+        buffered = []
         for frame in frames { session.backendFrame(frame) }
         if closedEarly { session.backendClosed() }
     }

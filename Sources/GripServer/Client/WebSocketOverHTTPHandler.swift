@@ -166,6 +166,7 @@ final class WebSocketOverHTTPHandler: ChannelInboundHandler, RemovableChannelHan
             case .acceptClient:
                 handshake?.succeed(switchingHeaders)
                 handshake = nil
+                switchingHeaders = HTTPHeaders()
             case .rejectHandshake:
                 refusal = refusal ?? Self.badGateway()
                 handshake?.succeed(nil)
