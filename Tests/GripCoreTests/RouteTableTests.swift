@@ -70,9 +70,9 @@ import Testing
 
     @Test func duplicatesAreSkippedByTheTableToo() {
         let first = Route(host: "a.example", pathBeg: "/x/", targets: [RouteTarget(kind: .test)], lineNumber: 1)
-        var second = first
-        second.lineNumber = 2
-        second.prefix = "p"
+        let second = Route(
+            host: "a.example", pathBeg: "/x/", prefix: "p", targets: [RouteTarget(kind: .test)], lineNumber: 2
+        )
         let t = RouteTable(routes: [first, second])
         #expect(t.routes.map(\.lineNumber) == [1])
         #expect(t.match(host: "a.example", path: "/x/y", isTLS: false, isWebSocket: false)?.lineNumber == 1)

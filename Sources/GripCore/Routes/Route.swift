@@ -41,47 +41,81 @@ package struct RouteTarget: Sendable, Equatable {
 }
 
 /// One line of the routes file: a condition, what to do with a matching request, and its targets.
+///
+/// A route is copied into every connection's handler, so its ~200 bytes of fields sit behind one shared,
+/// immutable reference: a copy is 8 bytes and a retain.
 package struct Route: Sendable, Equatable {
-    /// The condition's host, lower-cased; nil for `*` (and for an id-only condition, see `isIDOnly`).
-    package var host: String?
-    /// True when the condition names no host at all (its first part has `=`): the route can only be
-    /// selected by its id (`Pushpin-Route`), never by host.
-    package var isIDOnly: Bool
-    /// `path_beg=P`: the encoded request path must start with this; never empty when set.
-    package var pathBeg: String?
-    /// `ssl=yes` (true) / `ssl=no` (false): the client connection must / must not be TLS.
-    package var ssl: Bool?
     package enum Proto: String, Sendable { case http, ws }
-    /// `proto=http` / `proto=ws`.
-    package var proto: Proto?
-    /// `id=NAME`, or the id derived from the condition (see `isExplicitID`).
-    package var id: String
-    /// True when `id=` was given in the file.
-    package var isExplicitID: Bool
-    /// `path_rem=N`: characters removed from the front of the path before forwarding.
-    package var pathRem: Int?
-    /// `replace_beg=S`: the matched `path_beg` prefix is replaced with `S` (overrides `path_rem`).
-    package var replaceBeg: String?
-    /// `as_host=H[:port]`: send the request as if to this host.
-    package var asHost: String?
-    /// `header=Name:value`, in file order; an empty value means "remove this header".
-    package var headers: [HTTPField]
-    /// `sig_iss=` for this route; used only together with `sigKey`.
-    package var sigIss: String?
-    /// `sig_key=` for this route, as written except that a relative `file:` path is made relative to the
-    /// routes file's folder. Used only together with `sigIss`.
-    package var sigKey: String?
-    /// `prefix=P`: prepended to every channel name this route's backend uses; "" by default.
-    package var prefix: String
-    /// `no_grip`: plain reverse proxy.
-    package var noGrip: Bool
-    /// `debug`: detailed error texts.
-    package var debug: Bool
-    /// Targets in fail-over order. Empty only when every target was an unsupported kind (zhttp), in which
-    /// case requests routed here get 502 as if no target could be reached.
-    package var targets: [RouteTarget]
-    /// The line of the routes file (or the position among `--route` lines), 1-based.
-    package var lineNumber: Int
+
+    /// The route's fields, as parsed.
+    package struct Fields: Sendable, Equatable {
+        /// The condition's host, lower-cased; nil for `*` (and for an id-only condition, see `isIDOnly`).
+        package var host: String?
+        /// True when the condition names no host at all (its first part has `=`): the route can only be
+        /// selected by its id (`Pushpin-Route`), never by host.
+        package var isIDOnly: Bool
+        /// `path_beg=P`: the encoded request path must start with this; never empty when set.
+        package var pathBeg: String?
+        /// `ssl=yes` (true) / `ssl=no` (false): the client connection must / must not be TLS.
+        package var ssl: Bool?
+        /// `proto=http` / `proto=ws`.
+        package var proto: Proto?
+        /// `id=NAME`, or the id derived from the condition (see `isExplicitID`).
+        package var id: String
+        /// True when `id=` was given in the file.
+        package var isExplicitID: Bool
+        /// `path_rem=N`: characters removed from the front of the path before forwarding.
+        package var pathRem: Int?
+        /// `replace_beg=S`: the matched `path_beg` prefix is replaced with `S` (overrides `path_rem`).
+        package var replaceBeg: String?
+        /// `as_host=H[:port]`: send the request as if to this host.
+        package var asHost: String?
+        /// `header=Name:value`, in file order; an empty value means "remove this header".
+        package var headers: [HTTPField]
+        /// `sig_iss=` for this route; used only together with `sigKey`.
+        package var sigIss: String?
+        /// `sig_key=` for this route, as written except that a relative `file:` path is made relative to the
+        /// routes file's folder. Used only together with `sigIss`.
+        package var sigKey: String?
+        /// `prefix=P`: prepended to every channel name this route's backend uses; "" by default.
+        package var prefix: String
+        /// `no_grip`: plain reverse proxy.
+        package var noGrip: Bool
+        /// `debug`: detailed error texts.
+        package var debug: Bool
+        /// Targets in fail-over order. Empty only when every target was an unsupported kind (zhttp), in which
+        /// case requests routed here get 502 as if no target could be reached.
+        package var targets: [RouteTarget]
+        /// The line of the routes file (or the position among `--route` lines), 1-based.
+        package var lineNumber: Int
+    }
+
+    private final class Box: Sendable {
+        let fields: Fields
+        init(_ fields: Fields) { self.fields = fields }
+    }
+
+    private let box: Box
+
+    // Read-only views of `Fields` (documented there).
+    package var host: String? { box.fields.host }
+    package var isIDOnly: Bool { box.fields.isIDOnly }
+    package var pathBeg: String? { box.fields.pathBeg }
+    package var ssl: Bool? { box.fields.ssl }
+    package var proto: Proto? { box.fields.proto }
+    package var id: String { box.fields.id }
+    package var isExplicitID: Bool { box.fields.isExplicitID }
+    package var pathRem: Int? { box.fields.pathRem }
+    package var replaceBeg: String? { box.fields.replaceBeg }
+    package var asHost: String? { box.fields.asHost }
+    package var headers: [HTTPField] { box.fields.headers }
+    package var sigIss: String? { box.fields.sigIss }
+    package var sigKey: String? { box.fields.sigKey }
+    package var prefix: String { box.fields.prefix }
+    package var noGrip: Bool { box.fields.noGrip }
+    package var debug: Bool { box.fields.debug }
+    package var targets: [RouteTarget] { box.fields.targets }
+    package var lineNumber: Int { box.fields.lineNumber }
 
     package init(
         host: String?,
@@ -102,31 +136,25 @@ package struct Route: Sendable, Equatable {
         targets: [RouteTarget],
         lineNumber: Int = 0
     ) {
-        self.host = host?.lowercased()
-        self.isIDOnly = isIDOnly
-        self.pathBeg = pathBeg
-        self.ssl = ssl
-        self.proto = proto
-        self.isExplicitID = id != nil
-        self.id = ""
-        self.pathRem = pathRem
-        self.replaceBeg = replaceBeg
-        self.asHost = asHost
-        self.headers = headers
-        self.sigIss = sigIss
-        self.sigKey = sigKey
-        self.prefix = prefix
-        self.noGrip = noGrip
-        self.debug = debug
-        self.targets = targets
-        self.lineNumber = lineNumber
-        self.id = id ?? derivedID
+        box = Box(Fields(
+            host: host?.lowercased(), isIDOnly: isIDOnly, pathBeg: pathBeg, ssl: ssl, proto: proto,
+            id: id ?? Route.derivedID(host: host?.lowercased(), proto: proto, ssl: ssl, pathBeg: pathBeg),
+            isExplicitID: id != nil, pathRem: pathRem, replaceBeg: replaceBeg, asHost: asHost, headers: headers,
+            sigIss: sigIss, sigKey: sigKey, prefix: prefix, noGrip: noGrip, debug: debug, targets: targets,
+            lineNumber: lineNumber
+        ))
+    }
+
+    package static func == (lhs: Route, rhs: Route) -> Bool {
+        lhs.box === rhs.box || lhs.box.fields == rhs.box.fields
     }
 
     /// The id Pushpin gives a route without `id=`: `HOST,PROTO,SSL,PATH_BEG` with `*` for each absent part.
     /// Pushpin 1.36 writes `ssl` for `ssl=no` and `no-ssl` for `ssl=yes`; kept as is so that ids (and
     /// `Pushpin-Route` values) match Pushpin's.
-    package var derivedID: String {
+    package var derivedID: String { Route.derivedID(host: host, proto: proto, ssl: ssl, pathBeg: pathBeg) }
+
+    private static func derivedID(host: String?, proto: Proto?, ssl: Bool?, pathBeg: String?) -> String {
         let hostPart = host ?? "*"
         let protoPart = proto?.rawValue ?? "*"
         let sslPart: String
