@@ -97,7 +97,7 @@ import Testing
                                                request: request("/nothing"), deflate: nil, eventLoop: session.loop)
         let accepted = handler.open()
         session.loop.run()
-        #expect(try accepted.wait() == nil)
+        #expect(try await accepted.get() == nil)
         #expect(handler.refusal?.status == .notFound)
         #expect(String(buffer: handler.refusal?.body ?? ByteBuffer()) == "no such test resource\n")
         try await session.shutdown()

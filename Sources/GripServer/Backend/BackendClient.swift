@@ -21,12 +21,16 @@ package enum BackendFailure: Error, Sendable, CustomStringConvertible {
     case connectFailed(String)
     /// Nothing arrived within `backend_timeout` (decisions D2).
     case timedOut
+    /// This loop's backend queue is full (`backend_queue_max`, decisions D21): nothing was sent, so the call may
+    /// be made again later.
+    case overloaded
     case other(String)
 
     package var description: String {
         switch self {
         case .connectFailed(let reason): "connect failed: \(reason)"
         case .timedOut: "timed out"
+        case .overloaded: "backend queue full (backend_queue_max)"
         case .other(let reason): reason
         }
     }

@@ -61,7 +61,7 @@ struct WebSocketOverHTTPRequest {
             return answer.map { _ in }
         }
         guard submitted else {
-            promise.succeed(.failure(.other("backend queue full (backend_queue_max)")))
+            promise.succeed(.failure(.overloaded))
             return promise.futureResult
         }
         return promise.futureResult

@@ -15,7 +15,7 @@ enum ClientChannelInitializer {
 
     static func bootstrap(group: EventLoopGroup, gateway: GatewayContext, quiesce: ServerQuiescingHelper?) -> ServerBootstrap {
         let writeBufferMax = gateway.configuration.client.writeBufferMax
-        let machineConfiguration = HTTPProxyHandler.machineConfiguration(for: gateway)
+        let machineConfiguration = HoldStateMachine.Configuration(gateway: gateway)
         return ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -60,7 +60,7 @@ enum ClientChannelInitializer {
         let encoder = HTTPResponseEncoder()
         let handshake = WebSocketHandshake(gateway: gateway, channel: channel)
         let proxy = HTTPProxyHandler(gateway: gateway, handshake: handshake, machineConfiguration: machineConfiguration)
-        let httpHandlers = requestHandlers(gateway: gateway, proxy: proxy)
+        let httpHandlers = ClientRequestHandlers.make(gateway: gateway, proxy: proxy)
         let upgrader = HTTPServerUpgradeHandler(
             upgraders: [handshake.makeUpgrader()], httpEncoder: encoder, extraHTTPHandlers: httpHandlers,
             upgradeCompletionHandler: { context in
@@ -74,21 +74,6 @@ enum ClientChannelInitializer {
         try sync.addHandler(proxy)
     }
 
-    /// The handlers between the response encoder and the proxy handler that only reading requests needs: the
-    /// decoder, the observer, NIO's pipelining handler and the protocol-error answers. An idle stream hold lets them
-    /// go and makes them afresh when its response ends on a kept-alive connection (`HTTPProxyHandler`).
-    static func requestHandlers(gateway: GatewayContext, proxy: HTTPProxyHandler) -> [RemovableChannelHandler] {
-        var limits = NIOHTTPDecoderLimitConfiguration()
-        limits.maxHeaderListSize = gateway.configuration.client.maxHeadBytes
-        limits.maxHeaderFieldSize = gateway.configuration.client.maxHeadBytes
-        let decoder = HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes, informationalResponseStrategy: .drop, limitConfiguration: limits)
-        let observer = ClientRequestObserver(proxy)
-        return [
-            ByteToMessageHandler(ObservedRequestDecoder(decoder: decoder, observer: observer)), observer,
-            HTTPServerPipelineHandler(), ClientProtocolErrorHandler(),
-        ]
-    }
-
     /// Decisions W8: TCP keep-alive idle 30 s, interval 10 s, 3 probes, so dead clients are noticed.
     private static func setKeepAliveTiming(_ channel: Channel) {
         #if os(Linux)
@@ -97,86 +82,6 @@ enum ClientChannelInitializer {
             _ = channel.setOption(name, value: SocketOptionValue(value))
         }
         #endif
-    }
-}
-
-/// Sits between the request decoder and NIO's `HTTPServerPipelineHandler`, and sees what the pipelining handler may
-/// hold back from the proxy handler.
-/// - `HTTPServerPipelineHandler` consumes `ChannelShouldQuiesceEvent` and waits for the current response to end,
-///   which a held request never does by itself. This hands the event to the proxy handler first, so holds end on
-///   graceful shutdown (long-polls get their timeout response, streams end).
-/// - It counts the request heads decoded, notes parse errors and quiesce, and (through `ObservedRequestDecoder`)
-///   whether the last bytes read ended at a blank line: so `HTTPProxyHandler` can tell that nothing is buffered
-///   in the decoder or the pipelining handler before it lets them go for an idle stream hold.
-final class ClientRequestObserver: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = HTTPServerRequestPart
-    typealias InboundOut = HTTPServerRequestPart
-    private let proxy: HTTPProxyHandler
-    /// Request heads passed on; the proxy handler compares it with the heads it received.
-    private(set) var headsDecoded = 0
-    /// A parse error was passed on, or quiesce was asked for.
-    private(set) var sawErrorOrQuiesce = false
-    /// The last bytes read ended with `CRLF CRLF`: the parser cannot be in the middle of a request head then, only
-    /// after a whole one (which it would have passed on) or at a request boundary. Set by `ObservedRequestDecoder`.
-    var lastReadEndedAtBlankLine = false
-
-    init(_ proxy: HTTPProxyHandler) {
-        self.proxy = proxy
-    }
-
-    /// Nothing is held back: every head decoded reached the proxy handler, no error or quiesce is pending, and
-    /// the decoder is between requests.
-    func isIdle(headsReceived: Int) -> Bool {
-        headsDecoded == headsReceived && !sawErrorOrQuiesce && lastReadEndedAtBlankLine
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if case .head = unwrapInboundIn(data) { headsDecoded += 1 }
-        context.fireChannelRead(data)
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: Error) {
-        sawErrorOrQuiesce = true
-        context.fireErrorCaught(error)
-    }
-
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if event is ChannelShouldQuiesceEvent {
-            sawErrorOrQuiesce = true
-            proxy.quiesce()
-        }
-        context.fireUserInboundEventTriggered(event)
-    }
-}
-
-/// NIO's request decoder, noting for the observer whether each read ends with `CRLF CRLF` (see
-/// `ClientRequestObserver.lastReadEndedAtBlankLine`). Everything else is the wrapped decoder's.
-struct ObservedRequestDecoder: ByteToMessageDecoder {
-    typealias InboundOut = HTTPServerRequestPart
-    let decoder: HTTPRequestDecoder
-    let observer: ClientRequestObserver
-
-    mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
-        let count = buffer.readableBytes
-        observer.lastReadEndedAtBlankLine = count >= 4
-            && buffer.getInteger(at: buffer.readerIndex + count - 4, as: UInt32.self) == 0x0D0A_0D0A
-        return try decoder.decode(context: context, buffer: &buffer)
-    }
-
-    mutating func decodeLast(context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool) throws -> DecodingState {
-        try decoder.decodeLast(context: context, buffer: &buffer, seenEOF: seenEOF)
-    }
-
-    mutating func decoderAdded(context: ChannelHandlerContext) {
-        decoder.decoderAdded(context: context)
-    }
-
-    mutating func decoderRemoved(context: ChannelHandlerContext) {
-        decoder.decoderRemoved(context: context)
-    }
-
-    func shouldReclaimBytes(buffer: ByteBuffer) -> Bool {
-        decoder.shouldReclaimBytes(buffer: buffer)
     }
 }
 

@@ -44,12 +44,7 @@ final class HTTPProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// Between a `channelRead` and its `channelReadComplete`: the decoder may be mid-buffer.
     private var reading = false
 
-    /// An idle stream hold reads nothing (NIO's pipelining handler stops reading until the response ends), so
-    /// the decoder, the pipelining handler and the error answers are let go while it lasts (~2 KB, bench/README,
-    /// where the bytes go), reading is paused instead, and they are made afresh when the response ends on a
-    /// kept-alive connection. The decoder and pipelining handler held nothing then (`ClientRequestObserver`), so
-    /// fresh ones are in the state the old ones would be in. A client's disconnect is still seen: NIO reads up to
-    /// the EOF whether or not reading is paused.
+    /// Where the request handlers are: an idle stream hold lets them go while it lasts (`ClientRequestHandlers`).
     private enum RequestHandlers {
         case inPipeline
         /// A stream hold was set up; let them go once the current read is complete.
@@ -59,23 +54,12 @@ final class HTTPProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     private var logger: Logger { gateway.logger }
 
-    /// `machineConfiguration`: the machine's limits, made once per listener by `machineConfiguration(for:)` so that
+    /// `machineConfiguration`: the machine's limits, made once per listener by `Configuration(gateway:)` so that
     /// connections share one copy of its arrays; nil makes one for this handler.
     init(gateway: GatewayContext, handshake: WebSocketHandshake? = nil, machineConfiguration: HoldStateMachine.Configuration? = nil) {
         self.gateway = gateway
         self.handshake = handshake
-        self.machine = HoldStateMachine(configuration: machineConfiguration ?? Self.machineConfiguration(for: gateway))
-    }
-
-    static func machineConfiguration(for gateway: GatewayContext) -> HoldStateMachine.Configuration {
-        let configuration = gateway.configuration
-        return HoldStateMachine.Configuration(
-            maxRequestBody: configuration.client.maxRequestBody,
-            maxInstructBody: BackendRequest.maxResendableBody,
-            maxResendableBody: BackendRequest.maxResendableBody,
-            maxChannels: configuration.delivery.subscriptionsPerConnection,
-            linkRetryDelays: configuration.backend.retryDelays.map { .milliseconds(Int64($0 * 1000)) }
-        )
+        self.machine = HoldStateMachine(configuration: machineConfiguration ?? HoldStateMachine.Configuration(gateway: gateway))
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -261,32 +245,17 @@ final class HTTPProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
         if requestHandlers == .inPipeline { requestHandlers = .releaseWanted }
     }
 
-    /// Lets the request handlers go if they hold nothing back (else they stay until the response ends), and pauses
-    /// reading, as NIO's pipelining handler did. Its removal may ask for a read, so reading is paused after it.
+    /// Lets the request handlers go if they hold nothing back (else they stay until the response ends).
     private func releaseRequestHandlers(_ context: ChannelHandlerContext) {
-        requestHandlers = .inPipeline
-        let sync = context.pipeline.syncOperations
-        guard let observer = try? sync.handler(type: ClientRequestObserver.self), observer.isIdle(headsReceived: headsReceived),
-              (try? sync.handler(type: HTTPServerUpgradeHandler.self)) == nil,
-              let decoder = try? sync.handler(type: ByteToMessageHandler<ObservedRequestDecoder>.self),
-              let pipelining = try? sync.handler(type: HTTPServerPipelineHandler.self),
-              let errors = try? sync.handler(type: ClientProtocolErrorHandler.self) else { return }
-        sync.removeHandler(observer, promise: nil)
-        sync.removeHandler(pipelining, promise: nil)
-        sync.removeHandler(errors, promise: nil)
-        sync.removeHandler(decoder, promise: nil)
-        try? context.channel.syncOptions?.setOption(.autoRead, value: false)
-        requestHandlers = .released
+        requestHandlers = ClientRequestHandlers.release(from: context, headsReceived: headsReceived) ? .released : .inPipeline
     }
 
     /// The response of a stream hold ended and the connection stays: fresh request handlers, and reading resumes.
     private func restoreRequestHandlers(_ context: ChannelHandlerContext) {
         requestHandlers = .inPipeline
         headsReceived = 0
-        let handlers = ClientChannelInitializer.requestHandlers(gateway: gateway, proxy: self)
         do {
-            try context.pipeline.syncOperations.addHandlers(handlers, position: .before(self))
-            try context.channel.syncOptions?.setOption(.autoRead, value: true)
+            try ClientRequestHandlers.restore(before: self, in: context, gateway: gateway)
         } catch {
             logger.debug("client connection: request handlers not restored: \(error)")
             context.close(promise: nil)

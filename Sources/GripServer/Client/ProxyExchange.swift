@@ -163,7 +163,7 @@ extension HoldStateMachine.BackendFailure {
         switch failure {
         case .connectFailed(let reason): self = .connectFailed(reason)
         case .timedOut: self = .timedOut
-        case .other(let reason): self = .other(reason)
+        case .overloaded, .other: self = .other(failure.description)
         }
     }
 }
@@ -186,5 +186,19 @@ extension HTTPResponseStatus {
     /// (grip-http 3, 5.3). An empty reason means the standard phrase.
     static func exact(_ code: Int, reasonPhrase: String) -> HTTPResponseStatus {
         .custom(code: UInt(max(0, code)), reasonPhrase: reasonPhrase.isEmpty ? HTTPStatusReason.phrase(for: code) : reasonPhrase)
+    }
+}
+
+extension HoldStateMachine.Configuration {
+    /// The machine's limits from the gateway's configuration; made once per listener, so connections share its arrays.
+    init(gateway: GatewayContext) {
+        let configuration = gateway.configuration
+        self.init(
+            maxRequestBody: configuration.client.maxRequestBody,
+            maxInstructBody: BackendRequest.maxResendableBody,
+            maxResendableBody: BackendRequest.maxResendableBody,
+            maxChannels: configuration.delivery.subscriptionsPerConnection,
+            linkRetryDelays: configuration.backend.retryDelays.map { .milliseconds(Int64($0 * 1000)) }
+        )
     }
 }
