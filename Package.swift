@@ -25,7 +25,7 @@ let package = Package(
         .target(name: "GripCore", dependencies: [.product(name: "NIOCore", package: nio)]),
         // Everything that touches a socket, a loop, a timer or a library adapter.
         .target(name: "GripServer", dependencies: [
-            "GripCore",
+            "GripCore", "GripRedis",
             .product(name: "NIOCore", package: nio), .product(name: "NIOPosix", package: nio),
             .product(name: "NIOHTTP1", package: nio), .product(name: "NIOWebSocket", package: nio),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -37,6 +37,11 @@ let package = Package(
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
+        // A small RESP client (codec plus one NIO connection) for the Redis backplane.
+        .target(name: "GripRedis", dependencies: [
+            .product(name: "NIOCore", package: nio), .product(name: "NIOPosix", package: nio),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .executableTarget(name: "GripProxyCLI", dependencies: [
             "GripServer",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -47,6 +52,10 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
         .testTarget(name: "GripCoreTests", dependencies: ["GripCore"]),
+        .testTarget(name: "GripRedisTests", dependencies: [
+            "GripRedis",
+            .product(name: "NIOEmbedded", package: nio),
+        ]),
         .testTarget(name: "GripServerTests", dependencies: [
             "GripServer",
             .product(name: "NIOEmbedded", package: nio),
