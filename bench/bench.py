@@ -212,6 +212,28 @@ class Server:
             return st[2] if st else 0.0
         return 0.0
 
+    def backend_close_events(self) -> int | None:
+        """CLOSE + DISCONNECT events the ws backend has received so far (it writes its counts on SIGUSR1)."""
+        path = os.path.join(self.workdir, "backend-stats.json")
+        if not (self.backend and self.backend.poll() is None and "--stats" in self.backend_argv):
+            return None
+        try:
+            before = os.stat(path).st_mtime_ns
+        except OSError:
+            before = 0
+        self.backend.send_signal(signal.SIGUSR1)
+        for _ in range(50):
+            time.sleep(0.05)
+            try:
+                if os.stat(path).st_mtime_ns != before:
+                    time.sleep(0.05)
+                    with open(path) as f:
+                        st = json.load(f)
+                    return st.get("CLOSE", 0) + st.get("DISCONNECT", 0)
+            except (OSError, ValueError):
+                continue
+        return None
+
     def stop(self) -> None:
         if self.proc:
             if self.proc.poll() is None:
@@ -533,6 +555,7 @@ def run_connections(server: Server, mode: str, N: int, ctx) -> dict:
     time.sleep(1.0)
 
     # all clients close at once
+    ends0 = server.backend_close_events()
     t0, c0, k0 = time.time(), server.cpu(), server.backend_cpu()
     H.quit(wait=False)
     quiet_s, quiet_cpu = wait_quiet(server, t0, c0, a.quiet_max)
@@ -541,8 +564,12 @@ def run_connections(server: Server, mode: str, N: int, ctx) -> dict:
     res["close"] = {"quiet_s": quiet_s, "server_cpu_s": quiet_cpu, "backend_cpu_s": server.backend_cpu() - k0,
                     "rss_after_close_kb": total(closed, "rss_kb"),
                     "rss_after_close_vs_held": total(closed, "rss_kb") / total(after, "rss_kb") if total(after, "rss_kb") else float("nan")}
+    ends1 = server.backend_close_events()
+    ends = "" if ends0 is None or ends1 is None else f", {ends1 - ends0:,} CLOSE/DISCONNECT events reached the backend"
+    if ends0 is not None and ends1 is not None:
+        res["close"]["backend_close_events"] = ends1 - ends0
     ctx.progress(f"closed: quiet after {quiet_s:.2f} s, RSS {total(after, 'rss_kb') / 1024:.0f} MB held -> "
-                 f"{total(closed, 'rss_kb') / 1024:.0f} MB after close")
+                 f"{total(closed, 'rss_kb') / 1024:.0f} MB after close{ends}")
 
     # all clients reconnect at once
     t0, c0, k0 = time.time(), server.cpu(), server.backend_cpu()
@@ -662,6 +689,7 @@ CONN_FIGURES = [
     ("burst lost", "burst.lost", "lower", 0),
     ("mass close: quiet after (s)", "close.quiet_s", "lower", 2),
     ("mass close: server CPU (s)", "close.server_cpu_s", "lower", 2),
+    ("mass close: CLOSE/DISCONNECT events at the backend", "close.backend_close_events", "higher", 0),
     ("RSS held (MB)", "open.rss_held_kb", "lower", 1),
     ("RSS after close (MB)", "close.rss_after_close_kb", "lower", 1),
     ("reconnect storm: all back (s)", "storm.all_back_s", "lower", 2),

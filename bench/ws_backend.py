@@ -122,15 +122,20 @@ async def main() -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+
+    def write_stats() -> None:
+        if args.stats:
+            with open(args.stats, "w") as f:
+                json.dump(stats, f)
+    # SIGUSR1: write the counts now (the bench reads them between phases).
+    loop.add_signal_handler(signal.SIGUSR1, write_stats)
     print(f"ws_backend: listening on 127.0.0.1:{args.port}", file=sys.stderr, flush=True)
     try:
         await asyncio.wait_for(stop.wait(), timeout=args.max_seconds)
     except asyncio.TimeoutError:
         pass
     server.close()
-    if args.stats:
-        with open(args.stats, "w") as f:
-            json.dump(stats, f)
+    write_stats()
     return 0
 
 

@@ -96,6 +96,11 @@ package final class GatewayService: Service, Sendable {
             tasks.cancelAll()
         }
         quiesce = nil
+        // The closed WebSocket-over-HTTP sessions' last events go out before the backend client does (bounded).
+        let notifyDeadline = ContinuousClock.now + .seconds(5)
+        while ContinuousClock.now < notifyDeadline, !(await context.backend.isIdle()) {
+            try? await Task.sleep(for: .milliseconds(50))
+        }
         try? await shutdownResources()
         logger.info("stopped")
     }

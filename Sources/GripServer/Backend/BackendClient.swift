@@ -98,6 +98,16 @@ package final class BackendClient: Sendable {
         limiters[ObjectIdentifier(loop)]?.value
     }
 
+    /// Whether no WebSocket-over-HTTP call is in flight or waiting on any loop: on shutdown, the `CLOSE` and
+    /// `DISCONNECT` events of the connections just closed are sent before the client goes.
+    package func isIdle() async -> Bool {
+        for limiter in limiters.values {
+            let idle = try? await limiter.eventLoop.submit { limiter.value.inFlightCount == 0 && limiter.value.queuedCount == 0 }.get()
+            if idle != true { return false }
+        }
+        return true
+    }
+
     package func shutdown() async throws {
         try await http.shutdown()
         try await insecureHTTP.shutdown()
