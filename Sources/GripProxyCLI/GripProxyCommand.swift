@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import GripCore
+import GripRedis
 import GripServer
 import Logging
 import Metrics
@@ -61,6 +62,9 @@ struct RunCommand: AsyncParsableCommand {
 
     @Option(name: .customLong("prometheus-port"), help: "Serve Prometheus metrics on [ADDR:]PORT at /metrics (config: prometheus_port).")
     var prometheusPort: String?
+
+    @Option(name: .long, help: "Join a cluster over Redis pub/sub: redis://[USER:PASS@]HOST:PORT[/DB][?sharded=1] (config: backplane).")
+    var backplane: String?
 
     func run() async throws {
         let configuration: GatewayConfiguration
@@ -158,6 +162,20 @@ struct RunCommand: AsyncParsableCommand {
             configuration.metricsListen = address
         }
         if let prefix = settings?.prometheusPrefix { configuration.metricsPrefix = prefix }
+        if let url = backplane ?? settings?.backplane {
+            let endpoint: RedisEndpoint
+            do {
+                endpoint = try RedisEndpoint(url: url)
+            } catch {
+                throw StartupError(description: "invalid backplane \(url): \(error)")
+            }
+            var backplane = RedisBackplane.Configuration(endpoint: endpoint)
+            if let settings {
+                backplane.prefix = settings.backplanePrefix
+                backplane.maxItemBytes = settings.backplaneMaxItem
+            }
+            configuration.backplane = backplane
+        }
 
         // Decisions D4: --route lines, else --routes, else the config's routesfile, else `* test`.
         do {

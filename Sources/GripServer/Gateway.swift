@@ -28,7 +28,12 @@ package final class GatewayService: Service, Sendable {
         let signer = GripSigner()
         let backend = BackendClient(group: group, configuration: configuration.backend, signer: signer)
         let metrics = GatewayMetrics(prefix: configuration.metricsPrefix)
-        let hub = Hub(group: group, configuration: configuration.delivery, logger: logger, metrics: metrics)
+        let backplane = configuration.backplane
+        let metricsPrefix = configuration.metricsPrefix
+        let hub = Hub(group: group, configuration: configuration.delivery, logger: logger, metrics: metrics) { input in
+            guard let backplane else { return LocalBackplane(input: input) }
+            return RedisBackplane(configuration: backplane, input: input, logger: logger, metricsPrefix: metricsPrefix)
+        }
         self.context = GatewayContext(
             configuration: configuration, routes: RouteStore(routes: configuration.routes), backend: backend, hub: hub, logger: logger,
             metrics: metrics

@@ -1,4 +1,5 @@
 import GripCore
+import GripRedis
 import NIOCore
 
 /// Everything the gateway needs to run, built by the CLI from flags and pushpin.conf and passed down.
@@ -96,6 +97,8 @@ package struct GatewayConfiguration: Sendable {
     /// `prometheus_port`: where `GET /metrics` is served (nil: off, Pushpin's default).
     package var metricsListen: ListenAddress?
     package var metricsPrefix = ""
+    /// `--backplane` / `[gripproxy] backplane`: join a cluster over Redis (nil: this instance alone).
+    package var backplane: RedisBackplane.Configuration?
 
     package init() {}
 }

@@ -113,6 +113,12 @@ package struct PushpinSettings: Sendable, Equatable {
     package var backendQueueMax = 10_000
     /// `backend_retry_delays`: WebSocket-over-HTTP retry schedule in seconds (decisions.md W8).
     package var backendRetryDelays: [Double] = [1, 2, 4, 8, 16]
+    /// `backplane`: `redis://[user:pass@]host:port[/db][?sharded=1]` to join a cluster over Redis (issue 11).
+    package var backplane: String?
+    /// `backplane_prefix`: put in front of every channel name in Redis.
+    package var backplanePrefix = "gripproxy:"
+    /// `backplane_max_item`: bytes of one encoded item at most; a larger one gets 413.
+    package var backplaneMaxItem = 1_000_000
 
     /// The defaults, as if the shipped file were read from `configDirectory`.
     package init(configDirectory: String? = nil) {
@@ -452,6 +458,9 @@ private struct Reader {
         if let v = try int("gripproxy/backend_max_connections", minimum: 1) { s.backendMaxConnections = v }
         if let v = try int("gripproxy/backend_queue_max", minimum: 0) { s.backendQueueMax = v }
         if let e = take("gripproxy/backend_retry_delays") { s.backendRetryDelays = try seconds(e) }
+        if let e = take("gripproxy/backplane"), !e.value.text.isEmpty { s.backplane = e.value.text }
+        if let e = take("gripproxy/backplane_prefix") { s.backplanePrefix = e.value.text }
+        if let v = try int("gripproxy/backplane_max_item", minimum: 1) { s.backplaneMaxItem = v }
 
         for key in entries.keys where Reader.ignoredKeys.contains(key) { used.insert(key) }
         let unknown = entries.values.filter { !used.contains("\($0.section)/\($0.key)") }.sorted { $0.line < $1.line }

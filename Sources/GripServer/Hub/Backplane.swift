@@ -27,6 +27,11 @@ package struct DirectoryInput: Sendable {
 
     package var eventLoop: EventLoop { directory.eventLoop }
 
+    /// Whether this instance has (or lingers with) a subscriber of `channel`; on the directory's loop.
+    package func hasInterest(in channel: String) -> Bool {
+        directory.value.hasInterest(in: channel)
+    }
+
     /// Accepts `batch` into the channels' sequences; `promise`, if any, succeeds once accepted.
     package func accept(_ batch: [PreparedPublish], promise: EventLoopPromise<Void>?) {
         let directory = self.directory

@@ -148,6 +148,13 @@ final class PublishHandler: ChannelInboundHandler, RemovableChannelHandler {
                         logger.info("publish accepted", metadata: ["items": "\(items.count)", "channels": "\(Set(items.map(\.channel)).sorted())"])
                     }
                     respond(context: context, status: .ok, text: "Published\n", json: "{\"message\":\"Published\"}\n")
+                case .failure(BackplaneError.itemTooLarge(let channel, let bytes, let limit)):
+                    logger.warning("publish refused: item for channel \(channel) is \(bytes) bytes, over backplane_max_item (\(limit))")
+                    respond(context: context, status: .payloadTooLarge,
+                            text: "Item too large: \(bytes) bytes for channel \(channel), the backplane limit is \(limit) (backplane_max_item).\n")
+                case .failure(BackplaneError.unavailable(let reason)):
+                    logger.error("publish not accepted: backplane unavailable: \(reason)")
+                    respond(context: context, status: .serviceUnavailable, text: "Service Unavailable: backplane unavailable: \(reason)\n")
                 case .failure(let error):
                     logger.error("publish not accepted: \(error)")
                     respond(context: context, status: .serviceUnavailable, text: "Service Unavailable\n")
