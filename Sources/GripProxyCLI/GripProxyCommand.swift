@@ -173,6 +173,7 @@ struct RunCommand: AsyncParsableCommand {
             if let settings {
                 backplane.prefix = settings.backplanePrefix
                 backplane.maxItemBytes = settings.backplaneMaxItem
+                backplane.replyTimeout = .seconds(Int64(settings.backplaneTimeoutSeconds))
             }
             configuration.backplane = backplane
         }

@@ -44,8 +44,8 @@ struct PublishCommand: AsyncParsableCommand {
     var prevID: String?
     @Option(name: .long, help: "Sender (item meta 'sender').")
     var sender: String?
-    @Option(name: .long, help: "Publish endpoint base URL.")
-    var spec = "http://localhost:5561"
+    @Option(name: .long, help: "Publish endpoint base URL (repeatable: shared-nothing instances each get the item; default http://localhost:5561).")
+    var spec: [String] = []
     @Option(name: [.customShort("u"), .long], help: "Basic auth user:pass.")
     var user: String?
     @Option(name: .long, help: "Formats to send (repeatable; default all three).")
@@ -57,7 +57,31 @@ struct PublishCommand: AsyncParsableCommand {
             text = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
         }
         let body = try JSONSerialization.data(withJSONObject: ["items": [try item(content: text)]], options: [.sortedKeys])
-        var base = spec
+        // A refused connection is reported at once (the shared client would retry it until its timeout).
+        var configuration = HTTPClient.Configuration(redirectConfiguration: .disallow, timeout: .init(connect: .seconds(10)))
+        configuration.connectionPool.retryConnectionEstablishment = false
+        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+        // Every endpoint is tried, concurrently; one failing does not stop the others, and any failure exits 1.
+        let failures = await withTaskGroup(of: String?.self) { group in
+            for endpoint in endpoints {
+                group.addTask { await post(body, to: endpoint, with: client) }
+            }
+            var failures: [String] = []
+            for await failure in group {
+                if let failure { failures.append(failure) }
+            }
+            return failures
+        }
+        try? await client.shutdown()
+        if !failures.isEmpty {
+            FileHandle.standardError.write(Data(failures.joined().utf8))
+            throw ExitCode(1)
+        }
+    }
+
+    /// Posts the publish body to one endpoint; returns what to print when it was not accepted.
+    func post(_ body: Data, to endpoint: String, with client: HTTPClient) async -> String? {
+        var base = endpoint
         while base.hasSuffix("/") { base.removeLast() }
         var request = HTTPClientRequest(url: base + "/publish/")
         request.method = .POST
@@ -66,27 +90,18 @@ struct PublishCommand: AsyncParsableCommand {
             request.headers.add(name: "Authorization", value: "Basic " + Data(user.utf8).base64EncodedString())
         }
         request.body = .bytes(ByteBuffer(bytes: body))
-        // A refused connection is reported at once (the shared client would retry it until its timeout).
-        var configuration = HTTPClient.Configuration(redirectConfiguration: .disallow, timeout: .init(connect: .seconds(10)))
-        configuration.connectionPool.retryConnectionEstablishment = false
-        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
-        let status: HTTPResponseStatus
-        let answer: ByteBuffer
         do {
             let response = try await client.execute(request, timeout: .seconds(30))
-            status = response.status
-            answer = try await response.body.collect(upTo: 1 << 20)
+            let answer = try await response.body.collect(upTo: 1 << 20)
+            if response.status == .ok { return nil }
+            let prefix = endpoints.count > 1 ? "\(base)/publish/: " : ""
+            return "\(prefix)\(response.status.code) \(response.status.reasonPhrase)\n\(String(buffer: answer))"
         } catch {
-            try? await client.shutdown()
-            FileHandle.standardError.write(Data("gripproxy publish: \(base)/publish/: \(error)\n".utf8))
-            throw ExitCode(1)
-        }
-        try? await client.shutdown()
-        if status != .ok {
-            FileHandle.standardError.write(Data("\(status.code) \(status.reasonPhrase)\n\(String(buffer: answer))".utf8))
-            throw ExitCode(1)
+            return "gripproxy publish: \(base)/publish/: \(error)\n"
         }
     }
+
+    var endpoints: [String] { spec.isEmpty ? ["http://localhost:5561"] : spec }
 
     func item(content: String) throws -> [String: Any] {
         let formats = Set(format.isEmpty ? Format.allCases : format)

@@ -40,6 +40,9 @@ struct PublishItemEncoderTests {
     @Test(arguments: [
         (JSONValue.object(["b": .integer(-3), "a": .array([.null, .bool(true), .bool(false)])]), #"{"a":[null,true,false],"b":-3}"#),
         (.string("\u{0}\u{1F}\"\\/\n\r\t"), #""\u0000\u001f\"\\/\n\r\t""#),
+        (.string("ab\"cd\\ef\ngh é"), #""ab\"cd\\ef\ngh é""#),
+        (.string("\"middle\""), #""\"middle\"""#),
+        (.string(""), #""""#),
         (.double(0.5), "0.5"),
         (.double(.infinity), "null"),
     ])

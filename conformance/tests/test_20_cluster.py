@@ -9,6 +9,7 @@ instance's log and Redis's. All `beyond_reference`: Pushpin has no backplane."""
 import base64
 import functools
 import json
+import signal
 import socket
 import subprocess
 import threading
@@ -476,6 +477,43 @@ def test_cluster_redis_restart_503_meanwhile_then_resume_within_5s(env, backend,
 
 
 @cluster_case
+def test_cluster_redis_paused_publish_503_after_backplane_timeout_then_resume(env, backend, uid, cluster):
+    """redis-server paused (SIGSTOP): it keeps every TCP connection but answers
+    nothing. With backplane_timeout=1 a publish answers 503 naming the
+    backplane within a few seconds (it does not hang), and every instance's
+    PING goes unanswered, so backplane_connected drops to 0 even on instances
+    nobody publishes to. Resumed (SIGCONT): deliveries reach every instance
+    again, no proxy restarted."""
+    c = cluster("paused", conf={"gripproxy": {"backplane_timeout": "1"}})
+    A, B, C = c
+    ch = "p-" + uid
+    streams = held_streams(cluster, backend, (A, B, C), "/%s/st" % uid, ch)
+    all_subscribed(A.pub, ch, streams)
+    c.redis.proc.send_signal(signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        status, text, _ = post_status(A, ch)
+        took = time.monotonic() - t0
+        assert status == 503, "publish to a paused Redis answered %r %r after %.1f s" % (status, text, took)
+        assert "backplane" in text.lower() and "reply" in text.lower(), text
+        assert 0.8 <= took <= 4.0, "the 503 came after %.2f s, backplane_timeout is 1 s" % took
+        assert wait_until(lambda: all(x.metric("backplane_connected") == 0 for x in c), 5), \
+            [x.metric("backplane_connected") for x in c]
+        for x in c:
+            assert_503_backplane(x, ch)
+        assert not any(s.ended or s.error for s in streams), "a held stream ended while Redis was paused"
+    finally:
+        c.redis.proc.send_signal(signal.SIGCONT)
+    first_ok, took = deliveries_resume(B.pub, ch, streams, 10.0)
+    print("resumed: first 200 after %.2f s, every instance delivering after %.2f s" % (first_ok or -1, took))
+    assert all(x.alive() for x in c)
+    wait_numsub(c.redis, DEFAULT_PREFIX + ch, 3)
+    for x in c:
+        assert x.metric("backplane_connected") == 1
+        assert x.metric("backplane_reconnects") >= 1
+
+
+@cluster_case
 def test_cluster_redis_connections_killed_instances_reconnect(env, backend, uid, cluster):
     """Redis closes every instance's subscriber connection (CLIENT KILL TYPE
     pubsub), then every publishing connection (TYPE normal): each time every
@@ -754,8 +792,6 @@ def test_shared_nothing_grippubcontrol_with_three_control_uris(env, backend, uid
         assert s.body()[off:] == b"to all three\n", "instance %s: %r" % (x.label, s.body()[off:])
 
 
-@pytest.mark.xfail(strict=True, reason="gripproxy publish keeps only the last --spec (exit 0, the other "
-                   "instances get nothing); issue 11 asks for several")
 @cluster_case
 def test_shared_nothing_publish_cli_with_three_specs(env, backend, uid, cluster):
     """No backplane: `gripproxy publish --spec URL1 --spec URL2 --spec URL3`

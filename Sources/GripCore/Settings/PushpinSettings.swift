@@ -119,6 +119,8 @@ package struct PushpinSettings: Sendable, Equatable {
     package var backplanePrefix = "gripproxy:"
     /// `backplane_max_item`: bytes of one encoded item at most; a larger one gets 413.
     package var backplaneMaxItem = 1_000_000
+    /// `backplane_timeout`: s a Redis reply (a publish, a `PING`) may take before the connection counts as lost.
+    package var backplaneTimeoutSeconds = 3
 
     /// The defaults, as if the shipped file were read from `configDirectory`.
     package init(configDirectory: String? = nil) {
@@ -461,6 +463,7 @@ private struct Reader {
         if let e = take("gripproxy/backplane"), !e.value.text.isEmpty { s.backplane = e.value.text }
         if let e = take("gripproxy/backplane_prefix") { s.backplanePrefix = e.value.text }
         if let v = try int("gripproxy/backplane_max_item", minimum: 1) { s.backplaneMaxItem = v }
+        if let v = try int("gripproxy/backplane_timeout", minimum: 1) { s.backplaneTimeoutSeconds = v }
 
         for key in entries.keys where Reader.ignoredKeys.contains(key) { used.insert(key) }
         let unknown = entries.values.filter { !used.contains("\($0.section)/\($0.key)") }.sorted { $0.line < $1.line }

@@ -35,19 +35,29 @@ extension JSONValue {
 
     private static func writeString(_ text: String, into buffer: inout ByteBuffer) {
         buffer.writeInteger(UInt8(ascii: "\""))
-        for byte in text.utf8 {
-            switch byte {
-            case UInt8(ascii: "\""): buffer.writeStaticString("\\\"")
-            case UInt8(ascii: "\\"): buffer.writeStaticString("\\\\")
-            case 0x0A: buffer.writeStaticString("\\n")
-            case 0x0D: buffer.writeStaticString("\\r")
-            case 0x09: buffer.writeStaticString("\\t")
-            case 0..<0x20:
-                buffer.writeStaticString("\\u00")
-                buffer.writeInteger(hexDigit(byte >> 4))
-                buffer.writeInteger(hexDigit(byte & 0xF))
-            default: buffer.writeInteger(byte)
+        var text = text
+        // Runs of bytes that need no escape are copied whole: an item's content is mostly such a run.
+        text.withUTF8 { bytes in
+            buffer.reserveCapacity(minimumWritableBytes: bytes.count + 1)
+            var runStart = 0
+            for index in 0..<bytes.count {
+                let byte = bytes[index]
+                guard byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") else { continue }
+                if runStart < index { buffer.writeBytes(UnsafeBufferPointer(rebasing: bytes[runStart..<index])) }
+                runStart = index + 1
+                switch byte {
+                case UInt8(ascii: "\""): buffer.writeStaticString("\\\"")
+                case UInt8(ascii: "\\"): buffer.writeStaticString("\\\\")
+                case 0x0A: buffer.writeStaticString("\\n")
+                case 0x0D: buffer.writeStaticString("\\r")
+                case 0x09: buffer.writeStaticString("\\t")
+                default:
+                    buffer.writeStaticString("\\u00")
+                    buffer.writeInteger(hexDigit(byte >> 4))
+                    buffer.writeInteger(hexDigit(byte & 0xF))
+                }
             }
+            if runStart < bytes.count { buffer.writeBytes(UnsafeBufferPointer(rebasing: bytes[runStart...])) }
         }
         buffer.writeInteger(UInt8(ascii: "\""))
     }

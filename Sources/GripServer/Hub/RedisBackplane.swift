@@ -45,6 +45,14 @@ package final class RedisBackplane: Backplane {
         package var maxReconnectDelay: TimeAmount = .seconds(2)
         /// Channels per `SUBSCRIBE`/`UNSUBSCRIBE` command when many change at once (re-subscribe after a reconnect).
         package var subscribeBatch = 1000
+        /// A Redis that accepts TCP but stops answering (paused, swapping, a half-open link) looks connected:
+        /// a publish or a `PING` unanswered for this long counts the connection as lost, the publish gets `503`,
+        /// and the link reconnects. A `503` here may still be delivered if Redis wakes up; an `id` makes the
+        /// publisher's retry safe.
+        package var replyTimeout: TimeAmount = .seconds(3)
+        /// How often each connection is `PING`ed while nothing else is outstanding, so a silent Redis is found
+        /// even when nobody publishes.
+        package var pingInterval: TimeAmount = .seconds(1)
 
         package init(endpoint: RedisEndpoint) {
             self.endpoint = endpoint
@@ -153,6 +161,8 @@ final class RedisLink {
     /// Items received from Redis in this loop pass; handed to the directory as one batch.
     private var received: [PreparedPublish] = []
     private var reconnect: Scheduled<Void>?
+    /// While up: the next liveness check of both connections.
+    private var healthCheck: Scheduled<Void>?
     private var warnedDown = false
 
     private var eventLoop: EventLoop { input.eventLoop }
@@ -225,6 +235,7 @@ final class RedisLink {
                 lost(reason: reason)
             }
         }
+        scheduleHealthCheck(generation: generation)
         let channels = interest.sorted()
         logger.info("backplane: connected to Redis at \(endpoint) (RESP\(subscriber.protocolVersion)); subscribing \(channels.count) channels")
         guard !channels.isEmpty else { return }
@@ -239,6 +250,7 @@ final class RedisLink {
     private func lost(reason: String) {
         guard case .up(let subscriber, let publisher) = status else { return }
         generation += 1
+        healthCheck?.cancel()
         subscriber.close()
         publisher.close()
         metrics.connected.record(0)
@@ -263,6 +275,7 @@ final class RedisLink {
 
     func shutdown() {
         reconnect?.cancel()
+        healthCheck?.cancel()
         if case .up(let subscriber, let publisher) = status {
             subscriber.close()
             publisher.close()
@@ -270,6 +283,39 @@ final class RedisLink {
         generation += 1
         status = .stopped
         metrics.connected.record(0)
+    }
+
+    // MARK: Liveness
+
+    /// `PING`s both connections every `pingInterval`; one unanswered within `replyTimeout` means Redis is lost.
+    private func scheduleHealthCheck(generation: Int) {
+        healthCheck = eventLoop.assumeIsolated().scheduleTask(in: configuration.pingInterval) { [self] in
+            guard generation == self.generation, case .up(let subscriber, let publisher) = status else { return }
+            let pings = [subscriber.ping(), publisher.ping()]
+            let answered = withTimeout(EventLoopFuture.andAllSucceed(pings, on: eventLoop), what: "PING")
+            answered.assumeIsolated().whenSuccess { [self] in
+                guard generation == self.generation else { return }
+                scheduleHealthCheck(generation: generation)
+            }
+        }
+    }
+
+    /// `future`, failed with `BackplaneError.unavailable` when it does not complete within `replyTimeout`; then
+    /// the connections of this generation count as lost.
+    private func withTimeout<Value: Sendable>(_ future: EventLoopFuture<Value>, what: String) -> EventLoopFuture<Value> {
+        let promise = eventLoop.makePromise(of: Value.self)
+        let generation = self.generation
+        let timeout = configuration.replyTimeout
+        let timer = eventLoop.assumeIsolated().scheduleTask(in: timeout) { [self] in
+            let reason = "no reply to \(what) within \(timeout.nanoseconds / 1_000_000) ms"
+            promise.fail(BackplaneError.unavailable("Redis at \(endpoint) gave \(reason)"))
+            if generation == self.generation { lost(reason: reason) }
+        }
+        future.whenComplete { result in
+            timer.cancel()
+            promise.completeWith(result)
+        }
+        return promise.futureResult
     }
 
     // MARK: Publishing
@@ -281,9 +327,10 @@ final class RedisLink {
         let command = configuration.endpoint.sharded ? "SPUBLISH" : "PUBLISH"
         let replies = publisher.send(batch: messages.map { [.string(command), .string($0.channel), .bytes($0.payload)] })
         metrics.messagesOut.increment(by: messages.count)
-        return EventLoopFuture.andAllSucceed(replies, on: eventLoop).flatMapErrorThrowing { error in
+        let accepted = EventLoopFuture.andAllSucceed(replies, on: eventLoop).flatMapErrorThrowing { error in
             throw BackplaneError.unavailable("Redis did not take the publish: \(error)")
         }
+        return withTimeout(accepted, what: command)
     }
 
     // MARK: Receiving
