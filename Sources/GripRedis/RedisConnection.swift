@@ -21,6 +21,12 @@ package final class RedisConnection: Sendable {
         package var forceRESP2 = false
         /// Bounds on replies; the defaults follow Redis's own.
         package var limits = RESPParser.Limits()
+        /// Largest single read, and reads per loop pass. NIO's defaults (64 KiB, 4 reads) let a busy loop take
+        /// at most 256 KiB a pass from Redis while publishers on the same loop hand in more: Redis then buffers
+        /// the difference and drops a subscriber past its `client-output-buffer-limit pubsub` (32 MB). Larger
+        /// reads move that backlog into this process, where it is parsed as the loop gets to it.
+        package var maximumReadSize = 4 << 20
+        package var readsPerPass = 16
 
         package init() {}
     }
@@ -59,6 +65,9 @@ package final class RedisConnection: Sendable {
         let deadline = eventLoop.now + configuration.connectTimeout
         return ClientBootstrap(group: eventLoop)
             .connectTimeout(configuration.connectTimeout)
+            .channelOption(.maxMessagesPerRead, value: UInt(configuration.readsPerPass))
+            .channelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(
+                minimum: 1024, initial: 16 * 1024, maximum: configuration.maximumReadSize))
             .channelInitializer { [logger] channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandlers(

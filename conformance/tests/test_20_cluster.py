@@ -21,7 +21,7 @@ from gripcontrol import GripPubControl, HttpResponseFormat, HttpStreamFormat, We
 from pubcontrol import Item
 
 from harness.backend import grip_hold
-from harness.client import SSEReader, StreamCollector, publish_until, raw_long_poll, wait_recheck, wait_until
+from harness.client import Publisher, SSEReader, StreamCollector, publish_until, raw_long_poll, wait_recheck, wait_until
 from harness.cluster import (DEFAULT_PREFIX, Cluster, RedisSubscriber, WSCollector, all_cluster_ports,
                              all_subscribed, sse_after)
 from harness.extra import gripproxy_bin
@@ -255,6 +255,56 @@ def test_cluster_item_with_id_posted_to_two_instances_delivered_once(env, backen
     for x, s, off in zip((A, B, C), streams, offs):
         assert s.body()[off:] == ("first\nsecond\n" + sse_event(m, "probe")).encode(), \
             "stream on %s: %r" % (x.label, s.body()[off:])
+
+
+@cluster_case
+def test_cluster_flood_of_large_items_does_not_overflow_redis_subscriber_buffer(env, backend, uid, cluster):
+    """Redis drops a subscriber whose unread output passes its
+    `client-output-buffer-limit pubsub` (here 4 MB hard, 2 MB for 60 s). 150
+    items of 200 KB (30 MB) posted by 8 publishers at once to A: every
+    instance reads Redis's messages as they come, so neither subscriber is
+    dropped (no reconnect, nothing in Redis's log) and each stream gets every
+    item, in one order."""
+    c = cluster("flood", n=2, redis_args=["--client-output-buffer-limit", "pubsub 4mb 2mb 60"],
+                conf={"gripproxy": {"client_write_buffer_max": "100000000"}})
+    A, B = c
+    ch = "fl-" + uid
+    streams = held_streams(cluster, backend, (A, B), "/%s/st" % uid, ch)
+    offs = all_subscribed(A.pub, ch, streams)["offsets"]
+    filler = "x" * 200_000
+    errors = []
+
+    def post(k):
+        pub = Publisher(A.publish_base)
+        try:
+            for i in range(k, 150, 8):
+                r = pub.post({"items": [stream_item(ch, "item %d %s\n" % (i, filler))]})
+                if r.status_code != 200:
+                    errors.append((i, r.status_code, r.text[:200]))
+        except BaseException as e:
+            errors.append(e)
+        finally:
+            pub.close()
+    ts = [threading.Thread(target=post, args=(k,)) for k in range(8)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(120)
+    assert not errors, errors[:5]
+    for x, s, off in zip((A, B), streams, offs):
+        assert wait_until(lambda: s.body()[off:].count(b"\n") >= 150, 60), "instance %s: %d of 150 items" % (
+            x.label, s.body()[off:].count(b"\n"))
+    orders = []
+    for s, off in zip(streams, offs):
+        lines = s.body()[off:].split(b"\n")[:-1]
+        assert len(lines) == 150 and all(len(line) > 200_000 for line in lines)
+        orders.append([int(line.split(b" ")[1]) for line in lines])
+    assert sorted(orders[0]) == list(range(150))
+    assert orders[0] == orders[1], "the two instances delivered in different orders"
+    with open(c.redis.log_path, "rb") as f:
+        assert b"output buffer limits" not in f.read(), "Redis dropped a subscriber for its output buffer"
+    for x in c:
+        assert x.metric("backplane_reconnects") == 0, "instance %s reconnected" % x.label
 
 
 @cluster_case
