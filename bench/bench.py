@@ -351,23 +351,7 @@ class Holders:
             if not line:
                 raise RuntimeError("load generator exited")
             reps.append(json.loads(line))
-        lats = array.array("d")
-        for r in reps:
-            try:
-                with open(r["lat_file"], "rb") as f:
-                    lats.frombytes(f.read())
-                os.unlink(r["lat_file"])
-            except OSError:
-                pass
-        m = {k: sum(r[k] for r in reps) for k in (
-            "live", "complete", "deliveries", "missing", "lost_tracked", "dups", "disorder", "order_mismatch",
-            "closed_by_server", "foreign_lines", "lp_reissues", "lp_errors", "lp_reconnects", "lp_timeouts", "cpu_s")}
-        firsts = [r["first_ns"] for r in reps if r["first_ns"]]
-        lasts = [r["last_ns"] for r in reps if r["last_ns"]]
-        m["first_ns"] = min(firsts) if firsts else 0
-        m["last_ns"] = max(lasts) if lasts else 0
-        m["lat"] = sorted(lats)
-        return m
+        return merge_reports(reps)
 
     def quit(self, wait: bool = True) -> None:
         for p in self.procs:
@@ -390,6 +374,28 @@ class Holders:
 
     def cpu_now(self) -> float:
         return sum(st[2] for st in (read_stat(p.pid) for p in self.procs) if st)
+
+
+def merge_reports(reps: list[dict]) -> dict:
+    """Generator processes' WAIT reports as one: counts summed, first/last delivery times, every latency
+    (read from each report's lat_file, which is then removed) sorted."""
+    lats = array.array("d")
+    for r in reps:
+        try:
+            with open(r["lat_file"], "rb") as f:
+                lats.frombytes(f.read())
+            os.unlink(r["lat_file"])
+        except OSError:
+            pass
+    m = {k: sum(r[k] for r in reps) for k in (
+        "live", "complete", "deliveries", "missing", "lost_tracked", "dups", "disorder", "order_mismatch",
+        "closed_by_server", "foreign_lines", "lp_reissues", "lp_errors", "lp_reconnects", "lp_timeouts", "cpu_s")}
+    firsts = [r["first_ns"] for r in reps if r["first_ns"]]
+    lasts = [r["last_ns"] for r in reps if r["last_ns"]]
+    m["first_ns"] = min(firsts) if firsts else 0
+    m["last_ns"] = max(lasts) if lasts else 0
+    m["lat"] = sorted(lats)
+    return m
 
 
 def publish(loadgen: str, port: int, channel: str, count: int, concurrency: int, first_seq: int, src: str,

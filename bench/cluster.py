@@ -126,27 +126,6 @@ def metrics(port: int) -> dict:
 # --------------------------------------------------------------------------- measuring
 
 
-def merge_reports(reps: list[dict]) -> dict:
-    """The same merge as B.Holders.wait, over several holder groups' reports."""
-    lats = array.array("d")
-    for r in reps:
-        try:
-            with open(r["lat_file"], "rb") as f:
-                lats.frombytes(f.read())
-            os.unlink(r["lat_file"])
-        except OSError:
-            pass
-    m = {k: sum(r[k] for r in reps) for k in (
-        "live", "complete", "deliveries", "missing", "lost_tracked", "dups", "disorder", "order_mismatch",
-        "closed_by_server", "foreign_lines", "lp_reissues", "lp_errors", "lp_reconnects", "lp_timeouts", "cpu_s")}
-    firsts = [r["first_ns"] for r in reps if r["first_ns"]]
-    lasts = [r["last_ns"] for r in reps if r["last_ns"]]
-    m["first_ns"] = min(firsts) if firsts else 0
-    m["last_ns"] = max(lasts) if lasts else 0
-    m["lat"] = sorted(lats)
-    return m
-
-
 def wait_all(groups: list[B.Holders], n: int, timeout_ms: int, idle_ms: int) -> list[dict]:
     """Sends WAIT to every generator of every group first, then reads the answers; the latencies are only
     read (and sorted) once every generator has answered, so the driver stays idle while deliveries run."""
@@ -161,7 +140,7 @@ def wait_all(groups: list[B.Holders], n: int, timeout_ms: int, idle_ms: int) -> 
                 raise RuntimeError("a load generator exited")
             rs.append(json.loads(line))
         reps.append(rs)
-    return [merge_reports(rs) for rs in reps]
+    return [B.merge_reports(rs) for rs in reps]
 
 
 def combine(ms: list[dict]) -> dict:
