@@ -345,13 +345,17 @@ class Holders:
             self.send([f"WAIT {n} {timeout_ms} {idle_ms}"] * len(self.procs))
         else:
             self.send([f"WAITT {t} {timeout_ms} {idle_ms}" for t in totals])
+        return merge_reports(self.read_reports())
+
+    def read_reports(self) -> list[dict]:
+        """One JSON report line from each generator process (the answers to a WAIT or WAITT)."""
         reps = []
         for p in self.procs:
             line = p.stdout.readline()
             if not line:
                 raise RuntimeError("load generator exited")
             reps.append(json.loads(line))
-        return merge_reports(reps)
+        return reps
 
     def quit(self, wait: bool = True) -> None:
         for p in self.procs:

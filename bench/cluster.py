@@ -131,15 +131,7 @@ def wait_all(groups: list[B.Holders], n: int, timeout_ms: int, idle_ms: int) -> 
     read (and sorted) once every generator has answered, so the driver stays idle while deliveries run."""
     for h in groups:
         h.send([f"WAIT {n} {timeout_ms} {idle_ms}"] * len(h.procs))
-    reps = []
-    for h in groups:
-        rs = []
-        for p in h.procs:
-            line = p.stdout.readline()
-            if not line:
-                raise RuntimeError("a load generator exited")
-            rs.append(json.loads(line))
-        reps.append(rs)
+    reps = [h.read_reports() for h in groups]
     return [B.merge_reports(rs) for rs in reps]
 
 
