@@ -9,6 +9,7 @@ struct WebSocketOverHTTPRequest {
     let gateway: GatewayContext
     let route: Route
     let target: RouteTarget
+    /// The client's handshake, its headers already cut by `forwardable(_:)`.
     let request: OriginalRequest
     let connectionID: String
     let meta: [String: String]
@@ -20,14 +21,20 @@ struct WebSocketOverHTTPRequest {
         "accept", "content-length", "content-type", "connection-id", "sec-websocket-extensions", "upgrade", "connection",
     ]
 
-    func headers(gripSig: String?) -> HTTPHeaders {
-        var original = request
-        original.headers = request.headers.filter { field in
+    /// The handshake as every request of the session forwards it: the headers that never reach the backend
+    /// are dropped once, when the session starts, rather than on every request (and not kept per connection).
+    static func forwardable(_ request: OriginalRequest) -> OriginalRequest {
+        var forwardable = request
+        forwardable.headers = request.headers.filter { field in
             let lower = field.name.lowercased()
-            return !Self.removedHeaders.contains(lower) && !lower.hasPrefix("meta-")
+            return !removedHeaders.contains(lower) && !lower.hasPrefix("meta-")
         }
+        return forwardable
+    }
+
+    func headers(gripSig: String?) -> HTTPHeaders {
         var headers = BackendRequest.headers(
-            for: original, route: route, target: target, configuration: gateway.configuration.backend,
+            for: request, route: route, target: target, configuration: gateway.configuration.backend,
             gripSig: gripSig, gripLast: []
         )
         if !route.noGrip { headers.add(name: "Sec-WebSocket-Extensions", value: "grip") }

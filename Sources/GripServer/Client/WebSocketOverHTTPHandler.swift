@@ -44,7 +44,7 @@ final class WebSocketOverHTTPHandler: ChannelInboundHandler, RemovableChannelHan
         self.gateway = gateway
         self.eventLoop = eventLoop
         self.route = route
-        self.request = request
+        self.request = WebSocketOverHTTPRequest.forwardable(request)
         self.deflate = deflate
         let target = route.targets[0]
         session = WebSocketOverHTTPSession(
