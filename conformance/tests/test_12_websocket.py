@@ -380,6 +380,34 @@ def test_ws_client_vanishing_sends_disconnect(env, backend, uid):
                                       for r in backend.requests(wspath(uid))), 5)
 
 
+def test_ws_client_leaving_while_open_is_out_sends_disconnect(env, backend, uid):
+    """The client sends its handshake and closes before the backend answers
+    OPEN: once the backend accepts, it hears DISCONNECT for that connection
+    (nothing is left half-open), and the next WebSocket is served as usual."""
+    import socket
+
+    def fn(ctx, req):
+        if ctx.is_opening():
+            time.sleep(1.0)  # the client is gone before this answer
+            ctx.accept()
+    backend.on(wspath(uid) + "slow", lambda_handler(fn))
+    backend.on(wspath(uid) + "next", echo_handler())
+    sock = socket.create_connection(("127.0.0.1", env.port), timeout=5)
+    sock.sendall(("GET %sslow HTTP/1.1\r\nHost: example.com\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                  "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                  % wspath(uid)).encode())
+    assert wait_until(lambda: backend.requests(wspath(uid) + "slow"), 5), "OPEN never reached the backend"
+    sock.close()
+    reqs = lambda: backend.requests(wspath(uid) + "slow")  # noqa: E731
+    assert wait_until(lambda: any(("DISCONNECT", None) in events_of(r) for r in reqs()), 8), \
+        [events_of(r) for r in reqs()]
+    ids = {dict((k.lower(), v) for k, v in r.headers).get("connection-id") for r in reqs()}
+    assert len(ids) == 1, "OPEN and DISCONNECT name different connections: %r" % ids
+    with ws_connect(env, wspath(uid) + "next") as ws:
+        ws.send("still serving")
+        assert ws.recv(timeout=5) == "still serving"
+
+
 def test_ws_large_message_to_backend(env, backend, uid):
     backend.on(wspath(uid), echo_handler())
     data = "y" * 50000

@@ -74,6 +74,7 @@ final class HTTPProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        handshake?.clientLeft()
         run(machine.clientDisconnected())
         context.fireChannelInactive()
     }

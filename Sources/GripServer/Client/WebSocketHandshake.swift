@@ -34,16 +34,19 @@ final class WebSocketHandshake {
     init(gateway: GatewayContext, channel: Channel) {
         self.gateway = gateway
         self.eventLoop = channel.eventLoop
-        // A client that leaves before its session is installed: the session learns it here, and an already
-        // upgraded pass-through backend connection, which no session owns yet, is closed.
-        channel.closeFuture.assumeIsolated().whenComplete { [weak self] _ in
-            switch self?.upgrading {
-            case .overHTTP(let handler): handler.clientLeftDuringHandshake()
-            case .passThrough(_, let backend): backend.close(promise: nil)
-            case nil: break
-            }
-            self?.upgrading = nil
+    }
+
+    /// The client left. Before its session is installed the session learns it here, and an already upgraded
+    /// pass-through backend connection, which no session owns yet, is closed. Called by the proxy handler's
+    /// `channelInactive` (it stays in the pipeline until the session is installed), rather than from a
+    /// close-future callback, which every connection would carry until it closes.
+    func clientLeft() {
+        switch upgrading {
+        case .overHTTP(let handler): handler.clientLeftDuringHandshake()
+        case .passThrough(_, let backend): backend.close(promise: nil)
+        case nil: break
         }
+        upgrading = nil
     }
 
     func makeUpgrader() -> NIOWebSocketServerUpgrader {
