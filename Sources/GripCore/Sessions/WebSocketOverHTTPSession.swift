@@ -42,12 +42,15 @@ package struct WebSocketOverHTTPSession: Sendable {
 
     private var machine: WebSocketSessionStateMachine
     private var control: WebSocketControlState
-    /// Client message bytes allowed to wait for the backend before the client is no longer read.
-    package let clientQueueByteBudget: Int
-    private var keepAliveRequestDue: NIODeadline?
-    private var controlDue: NIODeadline?
-    private var armedDeadline: NIODeadline?
+    // Every WebSocket-over-HTTP connection holds one of these: fields are kept narrow, and the control state's
+    // own deadline is read from it rather than copied.
+    private let byteBudget: UInt32
     private var clientReadsPaused = false
+    private var keepAliveRequestDue: NIODeadline?
+    private var armedDeadline: NIODeadline?
+
+    /// Client message bytes allowed to wait for the backend before the client is no longer read (at most 4 GiB).
+    package var clientQueueByteBudget: Int { Int(byteBudget) }
 
     /// - Parameters:
     ///   - clientQueueByteBudget: see `Self.defaultClientQueueByteBudget`.
@@ -55,7 +58,7 @@ package struct WebSocketOverHTTPSession: Sendable {
                  clientQueueByteBudget: Int) {
         self.machine = WebSocketSessionStateMachine(configuration: machine)
         self.control = control
-        self.clientQueueByteBudget = max(1, clientQueueByteBudget)
+        byteBudget = UInt32(clamping: max(1, clientQueueByteBudget))
     }
 
     // MARK: Observations
@@ -103,7 +106,6 @@ package struct WebSocketOverHTTPSession: Sendable {
         resolve(machine.clientDisconnected(), now: now, into: &actions)
         convert(control.end(), into: &actions)
         keepAliveRequestDue = nil
-        controlDue = nil
         rearm(&actions)
         return actions
     }
@@ -132,8 +134,7 @@ package struct WebSocketOverHTTPSession: Sendable {
             keepAliveRequestDue = nil
             resolve(machine.keepAliveIntervalElapsed(), now: now, into: &actions)
         }
-        if let due = controlDue, due <= now {
-            controlDue = nil
+        if let due = control.armedDeadline, due <= now {
             convert(control.deadlineReached(now: now, lastClientWrite: lastClientWrite, canDeliver: machine.canDeliverToClient),
                     into: &actions)
         }
@@ -185,13 +186,13 @@ package struct WebSocketOverHTTPSession: Sendable {
             case .unsubscribe(let channel): actions.append(.unsubscribe(channel: channel))
             case .subscriptionRefused(let channel): actions.append(.subscriptionRefused(channel: channel))
             case .deliver(let message): actions.append(.deliverToClient(message))
-            case .setDeadline(let due): controlDue = due
+            case .setDeadline: break  // read back as `control.armedDeadline` in `rearm`
             }
         }
     }
 
     private mutating func rearm(_ actions: inout [Action]) {
-        let wanted = [keepAliveRequestDue, controlDue].compactMap { $0 }.min()
+        let wanted = [keepAliveRequestDue, control.armedDeadline].compactMap { $0 }.min()
         guard wanted != armedDeadline else { return }
         // Drop an earlier arming from the same batch: only the last one counts.
         actions.removeAll { if case .setDeadline = $0 { true } else { false } }

@@ -27,17 +27,28 @@ import Foundation
 package struct WebSocketSessionStateMachine: Sendable {
     /// Limits, from Pushpin's constants and the route's target options.
     package struct Configuration: Sendable, Equatable {
-        /// Message content batched into one request (Pushpin's `BUFFER_SIZE`).
-        package var maxRequestContentBytes: Int = 200_000
+        // Stored narrow, 8 bytes in all: every WebSocket session keeps a copy.
+        private var requestContentLimit: UInt32
+        private var retryLimit: UInt16
         /// The target option `one_event`: one event per request.
-        package var oneEventPerRequest: Bool = false
+        package var oneEventPerRequest: Bool
+
+        /// Message content batched into one request (Pushpin's `BUFFER_SIZE`); at most 4 GiB.
+        package var maxRequestContentBytes: Int {
+            get { Int(requestContentLimit) }
+            set { requestContentLimit = UInt32(clamping: newValue) }
+        }
+
         /// Retries of one failed request before the client is closed with 1011 (`backend_retry_delays` count).
-        package var maxRetries: Int = 5
+        package var maxRetries: Int {
+            get { Int(retryLimit) }
+            set { retryLimit = UInt16(clamping: newValue) }
+        }
 
         package init(maxRequestContentBytes: Int = 200_000, oneEventPerRequest: Bool = false, maxRetries: Int = 5) {
-            self.maxRequestContentBytes = maxRequestContentBytes
+            requestContentLimit = UInt32(clamping: maxRequestContentBytes)
+            retryLimit = UInt16(clamping: maxRetries)
             self.oneEventPerRequest = oneEventPerRequest
-            self.maxRetries = maxRetries
         }
     }
 

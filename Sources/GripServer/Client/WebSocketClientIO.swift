@@ -24,22 +24,28 @@ struct WebSocketClientIO {
         case nothingYet
     }
 
-    private struct PartialMessage {
+    private struct PartialMessage: Sendable {
         var kind: WebSocketMessageKind
         var compressed: Bool
         var data: ByteBuffer
     }
 
-    let deflate: PerMessageDeflateParameters?
-    let maxMessageBytes: Int
-    private var partial: PartialMessage?
+    // Every WebSocket-over-HTTP connection holds one: the negotiated deflate (most connections have none) is
+    // kept out of line, and the limit narrow.
+    private let deflateParameters: OutOfLine<PerMessageDeflateParameters>?
+    private let messageLimit: UInt32
+    var deflate: PerMessageDeflateParameters? { deflateParameters?.value }
+    /// `max_message_bytes` (at most 4 GiB).
+    var maxMessageBytes: Int { Int(messageLimit) }
+    /// A fragmented message being joined, out of line: an idle connection keeps 8 bytes for it, not 32.
+    private var partial: OutOfLine<PartialMessage>?
     /// When a message last went to the client: an idle keep-alive coming due is moved instead of sent.
     private(set) var lastClientWrite: NIODeadline?
     private var lastCloseWrite: EventLoopFuture<Void>?
 
     init(deflate: PerMessageDeflateParameters?, maxMessageBytes: Int) {
-        self.deflate = deflate
-        self.maxMessageBytes = maxMessageBytes
+        deflateParameters = deflate.map { OutOfLine($0) }
+        messageLimit = UInt32(clamping: maxMessageBytes)
     }
 
     // MARK: Reading
@@ -52,13 +58,22 @@ struct WebSocketClientIO {
         switch frame.opcode {
         case .text, .binary:
             guard partial == nil else { return .protocolError(1002, "new message before the previous one finished") }
-            partial = PartialMessage(kind: frame.opcode == .text ? .text : .binary, compressed: frame.rsv1, data: frame.unmaskedData)
+            let message = PartialMessage(kind: frame.opcode == .text ? .text : .binary, compressed: frame.rsv1, data: frame.unmaskedData)
+            guard frame.fin else {
+                partial = OutOfLine(message)
+                return checkPartialSize()
+            }
+            return complete(message, codec: codec)
         case .continuation:
-            guard var message = partial else { return .protocolError(1002, "continuation frame without a message") }
+            guard var message = partial?.value else { return .protocolError(1002, "continuation frame without a message") }
             partial = nil  // keep the buffer uniquely referenced while it grows
             var data = frame.unmaskedData
             message.data.writeBuffer(&data)
-            partial = message
+            guard frame.fin else {
+                partial = OutOfLine(message)
+                return checkPartialSize()
+            }
+            return complete(message, codec: codec)
         case .ping:
             return .ping(Array(frame.unmaskedData.readableBytesView))
         case .pong:
@@ -71,19 +86,16 @@ struct WebSocketClientIO {
         default:
             return .protocolError(1002, "unknown opcode")
         }
-        guard frame.fin else {
-            if let partial, partial.data.readableBytes > maxMessageBytes {
-                self.partial = nil
-                return .protocolError(1009, "message over \(maxMessageBytes) bytes")
-            }
-            return .nothingYet
-        }
-        return complete(codec: codec)
     }
 
-    private mutating func complete(codec: PerMessageDeflateCodec) -> Inbound {
-        guard var message = partial else { return .nothingYet }
-        partial = nil
+    private mutating func checkPartialSize() -> Inbound {
+        guard let partial, partial.value.data.readableBytes > maxMessageBytes else { return .nothingYet }
+        self.partial = nil
+        return .protocolError(1009, "message over \(maxMessageBytes) bytes")
+    }
+
+    private func complete(_ message: PartialMessage, codec: PerMessageDeflateCodec) -> Inbound {
+        var message = message
         if message.compressed, deflate != nil {
             do {
                 message.data = try codec.decompress(message.data, maxSize: maxMessageBytes)

@@ -14,19 +14,16 @@ final class WebSocketOverHTTPHandler: ChannelInboundHandler, RemovableChannelHan
     typealias InboundIn = WebSocketFrame
     typealias OutboundOut = WebSocketFrame
 
+    // Every stored property is paid for by each held connection (bench/README.md, "Where the bytes go"):
+    // the handshake-only state lives in `opening`, and the request is kept packed.
     private let gateway: GatewayContext
-    private let eventLoop: EventLoop
     private let route: Route
-    private var targetIndex = 0
-    /// The client's handshake without its headers, which are kept packed in `requestFields` (one allocation
-    /// instead of ~350 bytes of array and strings per connection) and unpacked for each backend request.
-    private let request: OriginalRequest
-    private let requestFields: PackedHTTPFields
+    /// The client's handshake (headers already cut by `forwardable(_:)`), unpacked for each backend request.
+    private let request: PackedOriginalRequest
     /// Kept as 16 bytes; its text (36 bytes on the heap) is made per backend request.
     private let connectionID = UUID()
     /// From the backend's `Set-Meta-*`, sent back as `Meta-*`.
     private var meta: [String: String] = [:]
-    private let deflate: PerMessageDeflateNegotiation.Result?
     private var session: WebSocketOverHTTPSession
     private var io: WebSocketClientIO
     /// What only the handshake needs, in one box that an upgraded connection lets go (in `handlerAdded`), so an
@@ -35,23 +32,21 @@ final class WebSocketOverHTTPHandler: ChannelInboundHandler, RemovableChannelHan
     private var context: ChannelHandlerContext?
     /// The frame encoder's own context: published frames are written from there, past the encoder (D6).
     private var frameWriter: ChannelHandlerContext?
-    private var shard: SubscriptionShard?
-    private var requestGeneration: UInt64 = 0
+    private let shard: SubscriptionShard
+    private var requestGeneration: UInt32 = 0
+    private var targetIndex: UInt16 = 0
     private var disconnected = false
 
     private var logger: Logger { gateway.logger }
-    private var now: NIODeadline { eventLoop.now }
+    private var eventLoop: EventLoop { shard.eventLoop }
+    private var now: NIODeadline { shard.eventLoop.now }
 
     init(gateway: GatewayContext, route: Route, request: OriginalRequest, deflate: PerMessageDeflateNegotiation.Result?,
          eventLoop: EventLoop) {
         self.gateway = gateway
-        self.eventLoop = eventLoop
         self.route = route
-        var forwardable = WebSocketOverHTTPRequest.forwardable(request)
-        requestFields = PackedHTTPFields(forwardable.headers)
-        forwardable.headers = []
-        self.request = forwardable
-        self.deflate = deflate
+        self.request = PackedOriginalRequest(WebSocketOverHTTPRequest.forwardable(request))
+        opening = Opening(deflate: deflate)
         let target = route.targets[0]
         session = WebSocketOverHTTPSession(
             machine: .init(maxRequestContentBytes: gateway.configuration.webSocket.maxRequestContentBytes,
@@ -67,7 +62,7 @@ final class WebSocketOverHTTPHandler: ChannelInboundHandler, RemovableChannelHan
     /// Starts the session: OPEN goes to the backend. The future is the `101`'s headers, or nil (see `refusal`).
     func open() -> EventLoopFuture<HTTPHeaders?> {
         let promise = eventLoop.makePromise(of: HTTPHeaders?.self)
-        opening = Opening(answer: promise)
+        opening?.answer = promise
         let implicit = route.targets[0].subscriptions.map { route.prefix + $0 }
         run(session.start(implicitChannels: implicit, now: now))
         return promise.futureResult
@@ -139,7 +134,6 @@ final class WebSocketOverHTTPHandler: ChannelInboundHandler, RemovableChannelHan
     // MARK: The client
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard let shard else { return }
         switch io.read(unwrapInboundIn(data), codec: shard.deflate) {
         case .message(let kind, let payload):
             run(session.clientMessageReceived(kind: kind, payload: Array(payload.readableBytesView), now: now))
@@ -175,7 +169,7 @@ final class WebSocketOverHTTPHandler: ChannelInboundHandler, RemovableChannelHan
                 opening?.answer?.succeed(nil)
                 opening?.answer = nil
             case .setDeadline(let due):
-                shard?.setDeadline(due, for: self)
+                shard.setDeadline(due, for: self)
             case .scheduleRetry(let attempt):
                 scheduleRetry(attempt)
             case .subscribe(let channel):
@@ -218,9 +212,7 @@ final class WebSocketOverHTTPHandler: ChannelInboundHandler, RemovableChannelHan
     private func sendRequest(_ events: [WebSocketEvent]) {
         requestGeneration &+= 1
         let generation = requestGeneration
-        var request = self.request
-        request.headers = requestFields.fields
-        let call = WebSocketOverHTTPRequest(gateway: gateway, route: route, target: route.targets[targetIndex], request: request,
+        let call = WebSocketOverHTTPRequest(gateway: gateway, route: route, target: route.targets[Int(targetIndex)], request: request.unpacked,
                                             connectionID: connectionID.uuidString.lowercased(), meta: meta)
         call.send(events, on: eventLoop).assumeIsolated().whenSuccess { [self] result in
             guard generation == self.requestGeneration else { return }
@@ -231,7 +223,7 @@ final class WebSocketOverHTTPHandler: ChannelInboundHandler, RemovableChannelHan
     private func backendAnswered(_ result: Result<WebSocketOverHTTPRequest.Answer, BackendFailure>, events: [WebSocketEvent]) {
         let opening = self.opening?.answer != nil
         switch result {
-        case .failure(.connectFailed(let reason)) where opening && targetIndex + 1 < route.targets.count:
+        case .failure(.connectFailed(let reason)) where opening && Int(targetIndex) + 1 < route.targets.count:
             // Fail-over: OPEN goes to the route's next target.
             logger.info("WebSocket OPEN to target \(targetIndex) failed (\(reason)); trying the next")
             targetIndex += 1
@@ -269,7 +261,7 @@ final class WebSocketOverHTTPHandler: ChannelInboundHandler, RemovableChannelHan
             }
             WebSocketOverHTTPRequest.applySetMeta(answer.headers, to: &meta)
             let grip = route.noGrip ? nil : GripWebSocketExtension.parse(answer.headers.values(named: "Sec-WebSocket-Extensions"))
-            if opening { self.opening?.switchingHeaders = Self.switchingHeaders(answer.headers, deflate: deflate) }
+            if opening { self.opening?.switchingHeaders = Self.switchingHeaders(answer.headers, deflate: self.opening?.deflate) }
             run(session.backendResponded(events: events, keepAliveInterval: .init(headerValue: answer.headers.first(named: "Keep-Alive-Interval")),
                                          gripExtension: grip, now: now))
         }
@@ -309,9 +301,11 @@ final class WebSocketOverHTTPHandler: ChannelInboundHandler, RemovableChannelHan
         var refusal: WebSocketHandshake.Refusal?
         /// Actions that reach the client, produced before the handler is in the pipeline (the OPEN answer's).
         var pending: [WebSocketOverHTTPSession.Action] = []
+        /// The negotiated permessage-deflate, answered in the `101` (the frames' codec keeps its parameters).
+        let deflate: PerMessageDeflateNegotiation.Result?
 
-        init(answer: EventLoopPromise<HTTPHeaders?>) {
-            self.answer = answer
+        init(deflate: PerMessageDeflateNegotiation.Result?) {
+            self.deflate = deflate
         }
     }
 
