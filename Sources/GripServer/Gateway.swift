@@ -12,6 +12,10 @@ import ServiceLifecycle
 package final class GatewayService: Service, Sendable {
     package let configuration: GatewayConfiguration
     package let group: MultiThreadedEventLoopGroup
+    /// One more loop, for the publish listener and the channel directory (and the backplane): publishes are
+    /// read and accepted while the client loops are busy writing a fan-out, so a burst of items reaches each
+    /// client loop together and leaves in one write per client, and publishers are not held up by deliveries.
+    package let publishGroup: MultiThreadedEventLoopGroup
     package let context: GatewayContext
     private let logger: Logger
 
@@ -25,12 +29,14 @@ package final class GatewayService: Service, Sendable {
         self.configuration = configuration
         self.logger = logger
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.eventLoopThreads))
+        self.publishGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let signer = GripSigner()
         let backend = BackendClient(group: group, configuration: configuration.backend, signer: signer)
         let metrics = GatewayMetrics(prefix: configuration.metricsPrefix)
         let backplane = configuration.backplane
         let metricsPrefix = configuration.metricsPrefix
-        let hub = Hub(group: group, configuration: configuration.delivery, logger: logger, metrics: metrics) { input in
+        let hub = Hub(group: group, directoryLoop: publishGroup.next(), configuration: configuration.delivery, logger: logger,
+                      metrics: metrics) { input in
             guard let backplane else { return LocalBackplane(input: input) }
             return RedisBackplane(configuration: backplane, input: input, logger: logger, metricsPrefix: metricsPrefix)
         }
@@ -65,7 +71,7 @@ package final class GatewayService: Service, Sendable {
                 logger.info("client listener on \(channel.localAddress.map { "\($0)" } ?? "\(address)")")
             }
             publishChannel = try await PublishChannelInitializer.bootstrap(
-                group: group, hub: context.hub, configuration: configuration.publish, logger: logger
+                group: publishGroup, hub: context.hub, configuration: configuration.publish, logger: logger
             ).bind(host: configuration.publish.listen.host, port: configuration.publish.listen.port).get()
             logger.info("publish listener on \(publishChannel.localAddress.map { "\($0)" } ?? "\(configuration.publish.listen)")")
             if let address = configuration.metricsListen, let renderMetrics {
@@ -84,6 +90,7 @@ package final class GatewayService: Service, Sendable {
         await withTaskGroup(of: Void.self) { tasks in
             tasks.addTask { await self.watchRoutesFile() }
             tasks.addTask { await self.refreshTokens() }
+            tasks.addTask { await self.trimMemoryAfterCloses() }
             try? await gracefulShutdown()
             tasks.cancelAll()
         }
@@ -114,6 +121,20 @@ package final class GatewayService: Service, Sendable {
         context.hub.stop()
         try? await context.backend.shutdown()
         try await group.shutdownGracefully()
+        try await publishGroup.shutdownGracefully()
+    }
+
+    private func trimMemoryAfterCloses() async {
+        var trimmer = MemoryTrimmer()
+        while !Task.isCancelled {
+            try? await Task.sleep(for: MemoryTrimmer.checkInterval)
+            if Task.isCancelled { return }
+            let connections = context.connectionCount
+            if trimmer.shouldTrim(connections: connections) {
+                MemoryTrimmer.trim()
+                logger.debug("returned freed memory to the system (\(connections) connections open)")
+            }
+        }
     }
 
     /// Re-signs Grip-Sig tokens before they come within the refresh margin (decisions D5).

@@ -22,6 +22,22 @@ private final class RecordingSubscriber: HubSubscriber {
     func flushDeliveries() { flushes += 1 }
 }
 
+/// A subscriber that asks its shard for a flush after each delivery, as the client handlers do.
+private final class FlushingSubscriber: HubSubscriber {
+    let shard: SubscriptionShard
+    var delivered = 0
+    var deliveredAtFlush: [Int] = []
+
+    init(shard: SubscriptionShard) { self.shard = shard }
+    func deliver(_ publish: PreparedPublish, channel: String) {
+        delivered += 1
+        shard.flushSoon(self)
+    }
+    func recheck(channel: String?) {}
+    func deadlineReached(now: NIODeadline) {}
+    func flushDeliveries() { deliveredAtFlush.append(delivered) }
+}
+
 /// Records the interest transitions the directory reports, and forwards publishes like the local backplane.
 private final class RecordingBackplane: Backplane {
     let input: DirectoryInput
@@ -222,6 +238,30 @@ private func item(_ channel: String, _ content: String, id: String? = nil, prevI
         shard.flushSoon(a)
         loop.run()
         #expect(a.flushes == 2)
+    }
+
+    @Test func aBurstIsFlushedEveryFewItemsAndOnceMoreAtTheEndOfThePass() {
+        let loop = EmbeddedEventLoop()
+        let shard = SubscriptionShard(eventLoop: loop)
+        let a = FlushingSubscriber(shard: shard)
+        shard.add(a, channel: "c", kind: .streamHold)
+        let perFlush = SubscriptionShard.maxItemsPerFlush
+        shard.deliver((0..<(2 * perFlush + 1)).map { PreparedPublish(item: item("c", "\($0)")) })
+        #expect(a.deliveredAtFlush == [perFlush, 2 * perFlush])
+        loop.run()
+        #expect(a.deliveredAtFlush == [perFlush, 2 * perFlush, 2 * perFlush + 1])
+    }
+
+    @Test func largeItemsAreFlushedByTheirBytes() {
+        let loop = EmbeddedEventLoop()
+        let shard = SubscriptionShard(eventLoop: loop)
+        let a = FlushingSubscriber(shard: shard)
+        shard.add(a, channel: "c", kind: .streamHold)
+        let large = String(repeating: "x", count: SubscriptionShard.maxBytesPerFlush / 2)
+        shard.deliver([item("c", large), item("c", large), item("c", "small")].map(PreparedPublish.init(item:)))
+        #expect(a.deliveredAtFlush == [2])
+        loop.run()
+        #expect(a.deliveredAtFlush == [2, 3])
     }
 
     @Test func framesAreBuiltOnce() {

@@ -24,8 +24,10 @@ package final class Hub: Sendable {
     package let metrics: GatewayMetrics
 
     /// - Parameter backplane: makes the directory's input; a `LocalBackplane` unless the instance is clustered.
-    package init(group: EventLoopGroup, configuration: GatewayConfiguration.Delivery, logger: Logger,
-                 metrics: GatewayMetrics = GatewayMetrics(),
+    /// - Parameter directoryLoop: where the channel directory (and the backplane) runs; the group's first loop
+    ///   when nil.
+    package init(group: EventLoopGroup, directoryLoop: EventLoop? = nil, configuration: GatewayConfiguration.Delivery,
+                 logger: Logger, metrics: GatewayMetrics = GatewayMetrics(),
                  backplane makeBackplane: (DirectoryInput) -> Backplane = { LocalBackplane(input: $0) }) {
         self.metrics = metrics
         var loops: [EventLoop] = []
@@ -41,8 +43,9 @@ package final class Hub: Sendable {
             shardList.append(bound)
         }
         // Wired before anything is shared, so plain property writes are safe here.
-        let directory = ChannelDirectory(eventLoop: loops[0], shards: shardList, configuration: configuration, metrics: metrics)
-        let boundDirectory = LoopConfined(directory, eventLoop: loops[0])
+        let home = directoryLoop ?? loops[0]
+        let directory = ChannelDirectory(eventLoop: home, shards: shardList, configuration: configuration, metrics: metrics)
+        let boundDirectory = LoopConfined(directory, eventLoop: home)
         for shard in rawShards { shard.directory = boundDirectory }
         let backplane = makeBackplane(DirectoryInput(directory: boundDirectory))
         directory.backplane = backplane

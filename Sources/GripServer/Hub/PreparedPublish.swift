@@ -49,6 +49,12 @@ package final class PreparedPublish: Sendable {
 
     package var channel: String { item.channel }
 
+    /// The size of the largest format as written to a client: what one delivery may add to a connection's
+    /// unflushed writes.
+    package var largestEncodingBytes: Int {
+        max(responseBody?.readableBytes ?? 0, streamChunk?.readableBytes ?? 0, webSocketFrame?.readableBytes ?? 0)
+    }
+
     /// An unmasked, final server frame (RFC 6455 5.2). NIO's `WebSocketFrameEncoder` does the same per write;
     /// building it here once lets every subscriber share the bytes.
     package static func serverFrame(opcode: UInt8, rsv1: Bool, payload: ByteBuffer) -> ByteBuffer {

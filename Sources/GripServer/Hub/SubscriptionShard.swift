@@ -51,6 +51,14 @@ package final class SubscriptionShard {
     private var pendingFlush: [HubSubscriber] = []
     private var pendingFlushIDs: Set<ObjectIdentifier> = []
     private var flushScheduled = false
+    /// Items (and their bytes, in the largest format) delivered since the last flush. Past either bound the
+    /// shard flushes at once instead of waiting for the queued flush: a burst leaves in a few writes per
+    /// client, while the writes held unflushed stay small (they count towards `client_write_buffer_max`, and
+    /// each is an entry in NIO's pending-write queue).
+    private var itemsSinceFlush = 0
+    private var bytesSinceFlush = 0
+    package static let maxItemsPerFlush = 16
+    package static let maxBytesPerFlush = 65_536
 
     package init(eventLoop: EventLoop, metrics: GatewayMetrics = GatewayMetrics()) {
         self.eventLoop = eventLoop
@@ -132,11 +140,18 @@ package final class SubscriptionShard {
         flushScheduled = true
         eventLoop.assumeIsolated().execute { [self] in
             flushScheduled = false
-            let subscribers = pendingFlush
-            pendingFlush = []
-            pendingFlushIDs.removeAll(keepingCapacity: true)
-            for subscriber in subscribers { subscriber.flushDeliveries() }
+            flushPending()
         }
+    }
+
+    private func flushPending() {
+        itemsSinceFlush = 0
+        bytesSinceFlush = 0
+        guard !pendingFlush.isEmpty else { return }
+        let subscribers = pendingFlush
+        pendingFlush = []
+        pendingFlushIDs.removeAll(keepingCapacity: true)
+        for subscriber in subscribers { subscriber.flushDeliveries() }
     }
 
     /// Delivers a released batch, in order, to this loop's subscribers of each item's channel.
@@ -149,6 +164,9 @@ package final class SubscriptionShard {
             for subscriber in subscribers.values {
                 subscriber.deliver(publish, channel: publish.channel)
             }
+            itemsSinceFlush += 1
+            bytesSinceFlush += publish.largestEncodingBytes
+            if itemsSinceFlush >= Self.maxItemsPerFlush || bytesSinceFlush >= Self.maxBytesPerFlush { flushPending() }
         }
     }
 
