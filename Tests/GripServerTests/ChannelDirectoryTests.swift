@@ -193,6 +193,48 @@ private func item(_ channel: String, _ content: String, id: String? = nil, prevI
         #expect(try after.wait() == [:])
     }
 
+    /// A directory and one shard on one embedded loop, driven directly.
+    private func makeDirectory() -> (EmbeddedEventLoop, ChannelDirectory, RecordingSubscriber) {
+        let loop = EmbeddedEventLoop()
+        let shard = SubscriptionShard(eventLoop: loop)
+        let subscriber = RecordingSubscriber()
+        shard.add(subscriber, channel: "c", kind: .streamHold)
+        let directory = ChannelDirectory(eventLoop: loop, shards: [LoopConfined(shard, eventLoop: loop)], configuration: .init())
+        directory.shardGained("c", kind: .streamHold)
+        return (loop, directory, subscriber)
+    }
+
+    @Test func publishesWaitToBeAcceptedWhileALoopIsTooFarBehind() throws {
+        let (loop, directory, subscriber) = makeDirectory()
+        let limit = ChannelDirectory.maxItemsWaitingPerLoop
+        directory.accept([PreparedPublish(item: item("c", "first"))], promise: nil, now: loop.now)  // sent: the loop is busy
+        directory.accept((0..<limit).map { PreparedPublish(item: item("c", "\($0)")) }, promise: nil, now: loop.now)
+        let accepted = loop.makePromise(of: Void.self)
+        var done = false
+        accepted.futureResult.whenSuccess { done = true }
+        directory.accept([PreparedPublish(item: item("c", "last"))], promise: accepted, now: loop.now)
+        #expect(!done)
+        #expect(subscriber.delivered.isEmpty)
+        loop.run()
+        #expect(done)
+        #expect(subscriber.delivered.map(\.content) == ["first"] + (0..<limit).map { "\($0)" } + ["last"])
+    }
+
+    @Test func aLastIDsAnswerReachesTheLoopAfterTheItemsReleasedBeforeIt() throws {
+        let (loop, directory, subscriber) = makeDirectory()
+        directory.accept([PreparedPublish(item: item("c", "1", id: "a"))], promise: nil, now: loop.now)
+        directory.accept([PreparedPublish(item: item("c", "2", id: "b"))], promise: nil, now: loop.now)  // waits
+        let answer = loop.makePromise(of: [String: String].self)
+        var seenWithAnswer: [String] = []
+        answer.futureResult.whenSuccess { ids in
+            #expect(ids == ["c": "b"])
+            seenWithAnswer = subscriber.delivered.map(\.content)
+        }
+        directory.lastIDs(of: ["c"], answering: answer)
+        loop.run()
+        #expect(seenWithAnswer == ["1", "2"])
+    }
+
     @Test func subscriberCountsAreSummedOverLoops() throws {
         let (loop, hub, _) = makeHub()
         let subscribers = (0..<3).map { _ in RecordingSubscriber() }

@@ -36,8 +36,7 @@ package struct DirectoryInput: Sendable {
     package func accept(_ batch: [PreparedPublish], promise: EventLoopPromise<Void>?) {
         let directory = self.directory
         directory.eventLoop.execute {
-            directory.value.accept(batch, now: directory.eventLoop.now)
-            promise?.succeed()
+            directory.value.accept(batch, promise: promise, now: directory.eventLoop.now)
         }
     }
 }

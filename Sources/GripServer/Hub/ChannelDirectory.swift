@@ -6,10 +6,28 @@ import NIOCore
 ///
 /// Confined to one event loop (`eventLoop`), so no lock guards it. Shards tell it only when a channel gains its
 /// first or loses its last subscriber on their loop; publishes reach it through the backplane, one hop per
-/// batch. It releases items to the shards with one `execute` per loop per batch. Every loop's task queue is
-/// FIFO, so every loop sees a channel's items in the directory's order (reliability.md 6).
+/// batch. It releases items to each loop with one `execute` per batch, and has at most one batch out per loop:
+/// what is released while a loop is still delivering waits and goes as one batch when that loop reports back,
+/// so a burst reaches every client in a few writes. Every loop's task queue is FIFO, so every loop sees a
+/// channel's items in the directory's order (reliability.md 6).
+///
+/// Back-pressure: while `maxItemsWaitingPerLoop` released items wait for one loop, new batches are not
+/// accepted (their publishers' `200`s wait, decisions D7), so publishers slow to what the loops deliver.
 package final class ChannelDirectory {
     package typealias Shard = LoopConfined<SubscriptionShard>
+
+    /// Released items waiting for one loop before new publishes wait to be accepted: enough for a burst to
+    /// coalesce, few enough that an item waits milliseconds, not seconds (bench/README.md).
+    package static let maxItemsWaitingPerLoop = 32
+
+    /// What the directory has for one loop.
+    private struct Release {
+        /// A batch was sent and the loop has not reported it delivered.
+        var outstanding = false
+        var waiting: [PreparedPublish] = []
+        /// `lastIDs` answers given after `waiting` was released: they reach the loop after it.
+        var answers: [(promise: EventLoopPromise<[String: String]>, ids: [String: String])] = []
+    }
 
     private struct Presence {
         /// Shards (loops) with at least one subscriber of the channel.
@@ -34,6 +52,9 @@ package final class ChannelDirectory {
     private var gained: [String] = []
     private var lost: [String] = []
     private var interestFlushScheduled = false
+    private var releases: [Release]
+    /// Batches not yet accepted because a loop is `maxItemsWaitingPerLoop` behind, oldest first.
+    private var deferred: [(batch: [PreparedPublish], promise: EventLoopPromise<Void>?)] = []
 
     package init(eventLoop: EventLoop, shards: [Shard], configuration: GatewayConfiguration.Delivery,
                  metrics: GatewayMetrics = GatewayMetrics()) {
@@ -43,9 +64,26 @@ package final class ChannelDirectory {
         self.configuration = configuration
         self.idCache = PublishIDCache(ttlSeconds: configuration.idCacheTTLSeconds)
         self.sequencer = ChannelSequencer(messageWaitNanoseconds: UInt64(configuration.messageWaitMilliseconds) * 1_000_000)
+        self.releases = Array(repeating: Release(), count: shards.count)
     }
 
     // MARK: Publishes
+
+    /// Accepts `batch` (duplicate check and sequencing, in order) and succeeds `promise`, unless a loop is too
+    /// far behind: then both wait, behind any batch already waiting, until it catches up.
+    package func accept(_ batch: [PreparedPublish], promise: EventLoopPromise<Void>?, now: NIODeadline) {
+        eventLoop.assertInEventLoop()
+        guard deferred.isEmpty, !isBehind else {
+            deferred.append((batch, promise))
+            return
+        }
+        accept(batch, now: now)
+        promise?.succeed()
+    }
+
+    private var isBehind: Bool {
+        releases.contains { $0.waiting.count >= Self.maxItemsWaitingPerLoop }
+    }
 
     /// Duplicate check and sequencing of a batch, in order; releases what may go now to every loop.
     package func accept(_ batch: [PreparedPublish], now: NIODeadline) {
@@ -69,8 +107,41 @@ package final class ChannelDirectory {
 
     private func dispatch(_ released: [PreparedPublish]) {
         guard !released.isEmpty else { return }
-        for shard in shards {
-            shard.eventLoop.execute { shard.value.deliver(released) }
+        for index in shards.indices {
+            if releases[index].outstanding {
+                releases[index].waiting += released
+            } else {
+                send(released, toShard: index)
+            }
+        }
+    }
+
+    private func send(_ batch: [PreparedPublish], toShard index: Int) {
+        let shard = shards[index]
+        let answers = releases[index].answers
+        releases[index].outstanding = true
+        releases[index].answers = []
+        let directory = LoopConfined(self, eventLoop: eventLoop)
+        shard.eventLoop.execute {
+            shard.value.deliver(batch)
+            for answer in answers { answer.promise.succeed(answer.ids) }
+            directory.eventLoop.execute { directory.value.shardDelivered(index) }
+        }
+    }
+
+    /// Loop `index` delivered the batch it was sent: what waited for it goes now, then deferred publishes.
+    private func shardDelivered(_ index: Int) {
+        releases[index].outstanding = false
+        if !releases[index].waiting.isEmpty {
+            let waiting = releases[index].waiting
+            releases[index].waiting = []
+            send(waiting, toShard: index)
+        }
+        let now = eventLoop.now
+        while !deferred.isEmpty, !isBehind {
+            let (batch, promise) = deferred.removeFirst()
+            accept(batch, now: now)
+            promise?.succeed()
         }
     }
 
@@ -157,6 +228,17 @@ package final class ChannelDirectory {
             if let id = sequencer.lastID(of: channel) { ids[channel] = id }
         }
         return ids
+    }
+
+    /// `lastIDs(of:)` for a subscriber on `loop`, answered there after every item released before it.
+    package func lastIDs(of channels: [String], answering promise: EventLoopPromise<[String: String]>) {
+        let ids = lastIDs(of: channels)
+        guard let index = shards.firstIndex(where: { $0.eventLoop === promise.futureResult.eventLoop }),
+              !releases[index].waiting.isEmpty else {
+            promise.succeed(ids)  // the answer follows what was sent to the loop so far (FIFO)
+            return
+        }
+        releases[index].answers.append((promise, ids))
     }
 
     /// A subscriber saw a `prev-id` conflict on `channel`.

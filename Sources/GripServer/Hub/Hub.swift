@@ -106,7 +106,7 @@ package final class Hub: Sendable {
     package func lastIDs(of channels: [String], on loop: EventLoop) -> EventLoopFuture<[String: String]> {
         let directory = self.directory
         let promise = loop.makePromise(of: [String: String].self)
-        directory.eventLoop.execute { promise.succeed(directory.value.lastIDs(of: channels)) }
+        directory.eventLoop.execute { directory.value.lastIDs(of: channels, answering: promise) }
         return promise.futureResult
     }
 
