@@ -98,6 +98,13 @@ package final class GatewayService: Service, Sendable {
         logger.info("shutting down: quiescing connections")
         try? await publishChannel.close()
         try? await metricsChannel?.close()
+        // Items already answered 200 reach their subscribers before the holds end (bounded).
+        _ = try? await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await self.context.hub.drained().get() }
+            tasks.addTask { try await Task.sleep(for: .seconds(5)) }
+            try await tasks.next()
+            tasks.cancelAll()
+        }
         let drained = group.next().makePromise(of: Void.self)
         quiesce?.initiateShutdown(promise: drained)
         // Holds end promptly on quiesce; do not wait forever for clients that never read.

@@ -220,6 +220,22 @@ private func item(_ channel: String, _ content: String, id: String? = nil, prevI
         #expect(subscriber.delivered.map(\.content) == ["first"] + (0..<limit).map { "\($0)" } + ["last"])
     }
 
+    @Test func drainedOnlyOnceEveryAcceptedItemWasDelivered() throws {
+        let (loop, directory, subscriber) = makeDirectory()
+        let idle = loop.makePromise(of: Void.self)
+        directory.whenDrained(idle)
+        #expect(throws: Never.self) { try idle.futureResult.wait() }
+        directory.accept([PreparedPublish(item: item("c", "1"))], promise: nil, now: loop.now)
+        directory.accept([PreparedPublish(item: item("c", "2"))], promise: nil, now: loop.now)
+        let drained = loop.makePromise(of: Void.self)
+        var deliveredWhenDrained: [String]?
+        drained.futureResult.whenSuccess { deliveredWhenDrained = subscriber.delivered.map(\.content) }
+        directory.whenDrained(drained)
+        #expect(deliveredWhenDrained == nil)
+        loop.run()
+        #expect(deliveredWhenDrained == ["1", "2"])
+    }
+
     @Test func aLastIDsAnswerReachesTheLoopAfterTheItemsReleasedBeforeIt() throws {
         let (loop, directory, subscriber) = makeDirectory()
         directory.accept([PreparedPublish(item: item("c", "1", id: "a"))], promise: nil, now: loop.now)

@@ -8,8 +8,11 @@ import Testing
         return counts.map { trimmer.shouldTrim(connections: $0) }
     }
 
-    @Test func aMassCloseTrimsOnceTheCountHoldsStill() {
-        #expect(trims([0, 5_000, 19_000, 19_000, 8_000, 0, 0, 0]) == [false, false, false, false, false, false, true, false])
+    @Test func aMassCloseTrimsOnceTheCountHoldsStillAndOnceMoreAfterItsLastWork() {
+        let quiet = Array(repeating: 0, count: MemoryTrimmer.followUpChecks + 3)
+        let decisions = trims([0, 5_000, 19_000, 19_000, 8_000, 0] + quiet)
+        let trimmedAt = decisions.indices.filter { decisions[$0] }
+        #expect(trimmedAt == [6, 6 + MemoryTrimmer.followUpChecks])
     }
 
     @Test func growingOrSmallDropsNeverTrim() {
@@ -18,7 +21,7 @@ import Testing
 
     @Test func aDropOfUnderATenthOfThePeakDoesNotTrim() {
         #expect(trims([50_000, 50_000, 46_000, 46_000]) == [false, false, false, false])
-        #expect(trims([50_000, 50_000, 44_000, 44_000]) == [false, false, false, true])
+        #expect(trims([50_000, 50_000, 44_000, 44_000, 44_000]) == [false, false, false, true, false])
     }
 
     @Test func trimmingItselfIsHarmless() {

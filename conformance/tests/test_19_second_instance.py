@@ -104,6 +104,57 @@ def test_sigterm_long_poll_gets_held_response_stream_ends_cleanly(env, backend, 
         tpub.close()
 
 
+@pytest.mark.beyond_reference
+def test_sigterm_delivers_every_publish_already_answered(env, backend, prefix, uid, aux):
+    """Decisions D7: an item accepted (answered 200) before a graceful shutdown
+    starts is still delivered. Eight publishers post 40 items each to a channel
+    ten streams hold, and SIGTERM follows the last 200 at once: every stream
+    gets all 320 items, in each publisher's order, before it ends."""
+    import threading
+    target = aux("sigterm-drain", aux_routes(env))
+    tpub = Publisher(target.publish_base)
+    ch = "drain-" + uid
+    backend.on(prefix + "st", grip_hold("stream", ch, body="start\n"))
+    streams = []
+    try:
+        for _ in range(10):
+            s = StreamCollector(target.port, prefix + "st")
+            streams.append(s)
+            ensure_stream_subscribed(s, tpub, ch)
+        start = [len(s.body()) for s in streams]
+        failures = []
+
+        def publish(n):
+            p = Publisher(target.publish_base)
+            try:
+                for i in range(40):
+                    r = p.post({"items": [{"channel": ch, "formats": {"http-stream": {"content": "m%d-%d\n" % (n, i)}}}]})
+                    if r.status_code != 200:
+                        failures.append((n, i, r.status_code))
+            finally:
+                p.close()
+
+        threads = [threading.Thread(target=publish, args=(n,)) for n in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert not failures, failures
+        code, took = sigterm_and_wait(target)
+        assert code == 0
+        for k, s in enumerate(streams):
+            assert s.wait_end(10), "stream %d was not ended" % k
+            lines = [l for l in s.body()[start[k]:].decode().split("\n") if l.startswith("m")]
+            for n in range(8):
+                got = [l for l in lines if l.startswith("m%d-" % n)]
+                assert got == ["m%d-%d" % (n, i) for i in range(40)], \
+                    "stream %d, publisher %d: %d of 40 items (%r ...)" % (k, n, len(got), got[:3])
+    finally:
+        for s in streams:
+            s.close()
+        tpub.close()
+
+
 def test_sigterm_exit_status_zero(env, backend, aux):
     target = aux("sigterm-idle", aux_routes(env))
     target.proc.send_signal(signal.SIGTERM)

@@ -12,12 +12,16 @@ import Glibc
 enum ClientChannelInitializer {
     /// Small initial receive buffers: an idle hold should not pin 2 KB+ of read buffer (ARCHITECTURE, memory 7).
     static let receiveAllocator = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 256, maximum: 65536)
+    /// Connections the kernel may queue before they are accepted (capped by `net.core.somaxconn`). A reconnect
+    /// storm sends thousands of SYNs at once: a short queue drops them, and each dropped client waits out TCP's
+    /// SYN back-off (1, 2, 4, 8, 16, 32 s), which made a 19,000-client WebSocket storm take up to a minute.
+    static let listenBacklog: Int32 = 4096
 
     static func bootstrap(group: EventLoopGroup, gateway: GatewayContext, quiesce: ServerQuiescingHelper?) -> ServerBootstrap {
         let writeBufferMax = gateway.configuration.client.writeBufferMax
         let machineConfiguration = HoldStateMachine.Configuration(gateway: gateway)
         return ServerBootstrap(group: group)
-            .serverChannelOption(.backlog, value: 1024)
+            .serverChannelOption(.backlog, value: listenBacklog)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .serverChannelInitializer { channel in
                 guard let quiesce else { return channel.eventLoop.makeSucceededVoidFuture() }

@@ -55,6 +55,8 @@ package final class ChannelDirectory {
     private var releases: [Release]
     /// Batches not yet accepted because a loop is `maxItemsWaitingPerLoop` behind, oldest first.
     private var deferred: [(batch: [PreparedPublish], promise: EventLoopPromise<Void>?)] = []
+    /// Succeeded once every accepted item has been delivered by every loop (a graceful shutdown waits for it).
+    private var drainWaiters: [EventLoopPromise<Void>] = []
 
     package init(eventLoop: EventLoop, shards: [Shard], configuration: GatewayConfiguration.Delivery,
                  metrics: GatewayMetrics = GatewayMetrics()) {
@@ -143,6 +145,22 @@ package final class ChannelDirectory {
             accept(batch, now: now)
             promise?.succeed()
         }
+        if isDrained, !drainWaiters.isEmpty {
+            let waiters = drainWaiters
+            drainWaiters = []
+            for waiter in waiters { waiter.succeed() }
+        }
+    }
+
+    private var isDrained: Bool {
+        deferred.isEmpty && releases.allSatisfy { !$0.outstanding && $0.waiting.isEmpty }
+    }
+
+    /// Succeeds `promise` once every item accepted so far has been handed to every loop's subscribers
+    /// (decisions D7: an item accepted before a graceful shutdown starts is still delivered).
+    package func whenDrained(_ promise: EventLoopPromise<Void>) {
+        eventLoop.assertInEventLoop()
+        if isDrained { promise.succeed() } else { drainWaiters.append(promise) }
     }
 
     // MARK: Interest reported by the shards

@@ -133,6 +133,14 @@ package final class Hub: Sendable {
         backplane.publish(items.map(PreparedPublish.init(item:)), on: loop)
     }
 
+    /// Completes once every item accepted so far has reached every loop's subscribers.
+    package func drained() -> EventLoopFuture<Void> {
+        let directory = self.directory
+        let promise = directory.eventLoop.makePromise(of: Void.self)
+        directory.eventLoop.execute { directory.value.whenDrained(promise) }
+        return promise.futureResult
+    }
+
     /// `POST /recover`: forget every last id and re-check every hold.
     package func recover() {
         let directory = self.directory
