@@ -233,6 +233,11 @@ struct RunCommand: AsyncParsableCommand {
         configuration.publish.listen = .init(host: settings.pushInHTTPAddr, port: settings.pushInHTTPPort + settings.portOffset)
         configuration.publish.maxBodyBytes = settings.pushInMaxBodySize
         configuration.publish.maxHeadBytes = settings.pushInMaxHeadersSize
+        switch settings.publishAuth {
+        case .none: configuration.publish.authorization = .none
+        case .jwt(let key, let issuer): configuration.publish.authorization = .jwt(key: GripSigner.keyBytes(key), issuer: issuer)
+        case .basic(let user, let password): configuration.publish.authorization = .basic(user: user, password: password)
+        }
         configuration.delivery.messageWaitMilliseconds = settings.messageWaitMilliseconds
         configuration.delivery.idCacheTTLSeconds = settings.idCacheTTLSeconds
         configuration.delivery.subscriptionsPerConnection = settings.connectionSubscriptionMax

@@ -64,6 +64,7 @@ package struct GatewayConfiguration: Sendable {
         package var listen = ListenAddress(host: "127.0.0.1", port: 5561)
         package var maxBodyBytes = 1_000_000
         package var maxHeadBytes = 10_000
+        package var authorization: PublishAuthorization = .none
         package init() {}
     }
 

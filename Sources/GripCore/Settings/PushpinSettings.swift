@@ -121,6 +121,16 @@ package struct PushpinSettings: Sendable, Equatable {
     package var backplaneMaxItem = 1_000_000
     /// `backplane_timeout`: s a Redis reply (a publish, a `PING`) may take before the connection counts as lost.
     package var backplaneTimeoutSeconds = 3
+    /// `publish_auth` with its keys: who may publish (off by default, as in Pushpin).
+    package var publishAuth: PublishAuthSetting = .none
+
+    package enum PublishAuthSetting: Sendable, Equatable {
+        case none
+        /// `publish_auth=jwt`: `publish_key` (a `base64:` prefix allowed, as for `sig_key`), `publish_iss` if set.
+        case jwt(key: String, issuer: String?)
+        /// `publish_auth=basic`: `publish_user` and `publish_pass`.
+        case basic(user: String, password: String)
+    }
 
     /// The defaults, as if the shipped file were read from `configDirectory`.
     package init(configDirectory: String? = nil) {
@@ -464,6 +474,26 @@ private struct Reader {
         if let e = take("gripproxy/backplane_prefix") { s.backplanePrefix = e.value.text }
         if let v = try int("gripproxy/backplane_max_item", minimum: 1) { s.backplaneMaxItem = v }
         if let v = try int("gripproxy/backplane_timeout", minimum: 1) { s.backplaneTimeoutSeconds = v }
+        let publishKey = take("gripproxy/publish_key")?.value.text
+        let publishIss = take("gripproxy/publish_iss")?.value.text
+        let publishUser = take("gripproxy/publish_user")?.value.text
+        let publishPass = take("gripproxy/publish_pass")?.value.text
+        if let e = take("gripproxy/publish_auth") {
+            switch e.value.text.lowercased() {
+            case "", "none":
+                s.publishAuth = .none
+            case "jwt":
+                guard let publishKey, !publishKey.isEmpty else { throw error(e, "publish_auth=jwt needs publish_key") }
+                s.publishAuth = .jwt(key: publishKey, issuer: publishIss.flatMap { $0.isEmpty ? nil : $0 })
+            case "basic":
+                guard let publishUser, let publishPass, !publishUser.isEmpty else {
+                    throw error(e, "publish_auth=basic needs publish_user and publish_pass")
+                }
+                s.publishAuth = .basic(user: publishUser, password: publishPass)
+            default:
+                throw error(e, "'\(e.value.text)' is not none, jwt or basic")
+            }
+        }
 
         for key in entries.keys where Reader.ignoredKeys.contains(key) { used.insert(key) }
         let unknown = entries.values.filter { !used.contains("\($0.section)/\($0.key)") }.sorted { $0.line < $1.line }

@@ -16,6 +16,8 @@ package struct GatewayMetrics: Sendable {
     let slowClientsClosed: Counter
     /// Connections refused at `client_maxconn` (decisions D16).
     let connectionsRefused: Counter
+    /// Publish and recover requests refused for missing or wrong credentials (`publish_auth`).
+    let publishesUnauthorized: Counter
 
     package init(prefix: String = "") {
         requestReceived = Counter(label: prefix + "request_received")
@@ -24,5 +26,6 @@ package struct GatewayMetrics: Sendable {
         messageSent = Counter(label: prefix + "message_sent")
         slowClientsClosed = Counter(label: prefix + "slow_client_closed")
         connectionsRefused = Counter(label: prefix + "connection_refused")
+        publishesUnauthorized = Counter(label: prefix + "publish_unauthorized")
     }
 }

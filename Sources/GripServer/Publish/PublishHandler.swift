@@ -26,6 +26,7 @@ final class PublishHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     private let hub: Hub
     private let configuration: GatewayConfiguration.Publish
+    private let authorizer: PublishAuthorizer
     private let logger: Logger
     private var state: State = .idle
     private var wantsJSON = false
@@ -35,6 +36,7 @@ final class PublishHandler: ChannelInboundHandler, RemovableChannelHandler {
     init(hub: Hub, configuration: GatewayConfiguration.Publish, logger: Logger) {
         self.hub = hub
         self.configuration = configuration
+        self.authorizer = PublishAuthorizer(configuration.authorization)
         self.logger = logger
     }
 
@@ -77,6 +79,16 @@ final class PublishHandler: ChannelInboundHandler, RemovableChannelHandler {
         case "/publish": endpoint = .publish
         case "/recover": endpoint = .recover
         default: endpoint = .notFound
+        }
+        if endpoint == .publish || endpoint == .recover, authorizer.isRequired,
+           case .refused(let reason) = authorizer.check(head.headers.first(name: "Authorization")) {
+            // Refused before the body is read; the body is read and dropped, so the connection stays usable.
+            logger.info("publish refused: \(reason)", metadata: ["uri": "\(head.uri)"])
+            hub.metrics.publishesUnauthorized.increment()
+            state = .discarding
+            respond(context: context, status: .unauthorized, text: "Unauthorized\n",
+                    extraHeaders: [("WWW-Authenticate", authorizer.challenge)])
+            return
         }
         let accept = head.headers["Accept"]
         if !accept.isEmpty {
