@@ -8,6 +8,19 @@ import Testing
 
 @testable import GripServer
 
+/// Records what the hub delivers to one subscription.
+private final class RecordingSubscriber: HubSubscriber {
+    var delivered: [(channel: String, id: String?, stream: String?, response: String?)] = []
+
+    func deliver(_ publish: PreparedPublish, channel: String) {
+        delivered.append((channel, publish.item.id, publish.streamContent.map { String(buffer: $0) },
+                          publish.responseBody.map { String(buffer: $0) }))
+    }
+    func recheck(channel: String?) {}
+    func deadlineReached(now: NIODeadline) {}
+    func flushDeliveries() {}
+}
+
 /// The publish listener's wire behaviour on an embedded channel: raw request bytes in, raw response bytes out.
 @Suite struct PublishHandlerTests {
     private func exchange(_ request: String, maxBody: Int = 1_000_000) throws -> (status: String, headers: String, body: String) {
@@ -47,11 +60,34 @@ import Testing
         "POST \(path) HTTP/1.1\r\nHost: x\r\nContent-Length: \(body.utf8.count)\r\n\(extra)\r\n\(body)"
     }
 
+    /// The answer is 200 and the items reach the hub: a subscriber of each channel gets its own items, in order,
+    /// with their ids and formats; a channel nobody subscribed gets nothing delivered anywhere.
     @Test func publishesValidItems() throws {
-        let answer = try exchange(post("/publish/", #"{"items":[{"channel":"c","formats":{"http-stream":{"content":"x"}}}]}"#))
-        #expect(answer.status == "HTTP/1.1 200 OK")
-        #expect(answer.body == "Published\n")
-        #expect(!answer.headers.contains("Connection: close"))
+        let (channel, hub) = try makeChannel()
+        let loop = channel.embeddedEventLoop
+        let onC = RecordingSubscriber()
+        let onD = RecordingSubscriber()
+        hub.subscribe(onC, channel: "c", kind: .streamHold, on: loop)
+        hub.subscribe(onD, channel: "d", kind: .responseHold, on: loop)
+        loop.run()
+        let body = #"{"items":[{"channel":"c","id":"1","formats":{"http-stream":{"content":"x"}}},"#
+            + #"{"channel":"nobody","formats":{"http-stream":{"content":"lost"}}},"#
+            + #"{"channel":"d","formats":{"http-response":{"body":"for d"}}},"#
+            + #"{"channel":"c","id":"2","prev-id":"1","formats":{"http-stream":{"content":"y"}}}]}"#
+        try channel.writeInbound(ByteBuffer(string: post("/publish/", body)))
+        loop.run()  // the directory's acceptance, the answer, the delivery
+        let output = try readAll(channel)
+        _ = try? channel.finish()
+        let head = output.components(separatedBy: "\r\n\r\n")[0]
+        #expect(head.hasPrefix("HTTP/1.1 200 OK\r\n"))
+        #expect(output.hasSuffix("\r\n\r\nPublished\n"))
+        #expect(!head.contains("Connection: close"))
+        #expect(onC.delivered.map(\.channel) == ["c", "c"])
+        #expect(onC.delivered.map(\.stream) == ["x", "y"])
+        #expect(onC.delivered.map(\.id) == ["1", "2"])
+        #expect(onD.delivered.map(\.channel) == ["d"])
+        #expect(onD.delivered.map(\.response) == ["for d"])
+        #expect(onD.delivered.map(\.stream) == [nil])
     }
 
     /// Decisions D20: a publisher may send its next publish on the same connection.

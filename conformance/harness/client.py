@@ -438,12 +438,20 @@ def ensure_stream_subscribed(stream: StreamCollector, publisher: Publisher, chan
     return body.index(last) + len(last)
 
 
-def wait_recheck(backend, prefix: str, n_holds: int = 1, timeout: float = 3.5):
+def wait_recheck(backend, prefix: str, n_holds: int = 1, timeout: float = 5.0, total: Optional[int] = None):
     """Wait until a fresh channel's first-subscription re-check (about 1 s after
     its first subscriber, grip-http.md 5.6) has re-sent the n held requests to
     the backend, plus a margin, so that a single publish afterwards reaches
-    every hold. Returns the requests seen."""
-    got = backend.wait_requests(prefix, 2 * n_holds, timeout)
+    every hold. Returns the requests seen.
+
+    The backend must have seen `total` requests under prefix by then (default
+    2 * n_holds: each hold's first request and its re-send); fewer is an
+    AssertionError, never a silent timeout."""
+    want = 2 * n_holds if total is None else total
+    got = backend.wait_requests(prefix, want, timeout)
+    assert len(got) >= want, (
+        "first-subscription re-check not seen: %d of %d requests under %s reached the backend in %.1fs: %s"
+        % (len(got), want, prefix, timeout, [(r.method, r.target) for r in got]))
     time.sleep(0.6)
     return got
 

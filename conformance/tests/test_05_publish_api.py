@@ -1,7 +1,9 @@
 """The publish port: endpoints, item schema, formats, exact error texts
 (publish-api.md)."""
 
+import contextlib
 import json
+import secrets
 
 import httpx
 import pytest
@@ -9,7 +11,7 @@ from gripcontrol import GripPubControl, HttpResponseFormat, HttpStreamFormat
 from pubcontrol import Item
 
 from harness.backend import grip_hold
-from harness.client import (RawConn, StreamCollector, ensure_stream_subscribed, publish_until,
+from harness.client import (Publisher, RawConn, StreamCollector, ensure_stream_subscribed, publish_until,
                             raw_long_poll, raw_request, wait_until)
 
 
@@ -18,27 +20,64 @@ def open_stream(env, backend, prefix, ch, body=""):
     return StreamCollector(env.port, prefix)
 
 
+class Watch:
+    """A held stream on its own channel, already subscribed. `received()` tells
+    what reached it since the last call: it publishes a unique marker last and
+    waits for it, so everything published before it has arrived by then."""
+
+    def __init__(self, stream, offset, pub, channel):
+        self.stream, self.offset, self.pub, self.channel = stream, offset, pub, channel
+
+    def item(self, content):
+        return {"channel": self.channel, "formats": {"http-stream": {"content": content}}}
+
+    def received(self) -> bytes:
+        marker = ("marker-%s\n" % secrets.token_hex(4)).encode()
+        self.pub.stream(self.channel, marker.decode())
+        assert self.stream.wait_for(marker, 5, start=self.offset), \
+            "marker not delivered; the stream has %r" % self.stream.body()[self.offset:]
+        got = self.stream.body()[self.offset:]
+        end = got.index(marker)
+        self.offset += end + len(marker)
+        return got[:end]
+
+
+@contextlib.contextmanager
+def watching(env, backend, pub, prefix, ch):
+    s = open_stream(env, backend, prefix, ch)
+    try:
+        yield Watch(s, ensure_stream_subscribed(s, pub, ch), pub, ch)
+    finally:
+        s.close()
+
+
 def test_publish_root_answers_api_banner(env, http):
     r = http.get(env.publish_base + "/")
     assert r.status_code == 200
     assert r.text == "Pushpin API\n"
 
 
-def test_publish_success_answer(env, pub):
-    r = pub.post({"items": [{"channel": "nobody-listens", "formats": {"http-stream": {"content": "x"}}}]})
-    assert r.status_code == 200
-    assert r.text == "Published\n"
-    assert r.headers["content-type"].startswith("text/plain")
+def test_publish_success_answer(env, backend, prefix, uid, pub):
+    with watching(env, backend, pub, prefix, "p-" + uid) as w:
+        r = pub.post({"items": [w.item("x\n")]})
+        assert r.status_code == 200
+        assert r.text == "Published\n"
+        assert r.headers["content-type"].startswith("text/plain")
+        assert w.received() == b"x\n"
 
 
-def test_publish_path_without_trailing_slash(env, pub):
-    r = pub.post({"items": []}, path="/publish")
-    assert (r.status_code, r.text) == (200, "Published\n")
+def test_publish_path_without_trailing_slash(env, backend, prefix, uid, pub):
+    with watching(env, backend, pub, prefix, "p-" + uid) as w:
+        r = pub.post({"items": [w.item("no slash\n")]}, path="/publish")
+        assert (r.status_code, r.text) == (200, "Published\n")
+        assert w.received() == b"no slash\n"
 
 
-def test_publish_empty_items_accepted(env, pub):
-    r = pub.post({"items": []})
-    assert (r.status_code, r.text) == (200, "Published\n")
+def test_publish_empty_items_accepted(env, backend, prefix, uid, pub):
+    with watching(env, backend, pub, prefix, "p-" + uid) as w:
+        r = pub.post({"items": []})
+        assert (r.status_code, r.text) == (200, "Published\n")
+        assert w.received() == b""
 
 
 @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
@@ -59,67 +98,86 @@ def test_publish_query_string_404(env, http):
     assert (r.status_code, r.text) == (404, "Not Found\n")
 
 
-def test_publish_accept_json_answer(env, pub):
-    r = pub.post({"items": []}, headers={"Accept": "application/json"})
-    assert r.status_code == 200
-    assert r.headers["content-type"].startswith("application/json")
-    assert r.text == '{"message":"Published"}\n'
+def test_publish_accept_json_answer(env, backend, prefix, uid, pub):
+    with watching(env, backend, pub, prefix, "p-" + uid) as w:
+        r = pub.post({"items": [w.item("json answer\n")]}, headers={"Accept": "application/json"})
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("application/json")
+        assert r.text == '{"message":"Published"}\n'
+        assert w.received() == b"json answer\n"
 
 
-def test_publish_accept_last_listed_type_wins(env, pub):
-    r = pub.post({"items": []}, headers={"Accept": "application/json, text/plain"})
-    assert (r.status_code, r.text) == (200, "Published\n")
+def test_publish_accept_last_listed_type_wins(env, backend, prefix, uid, pub):
+    with watching(env, backend, pub, prefix, "p-" + uid) as w:
+        r = pub.post({"items": [w.item("text answer\n")]}, headers={"Accept": "application/json, text/plain"})
+        assert (r.status_code, r.text) == (200, "Published\n")
+        assert w.received() == b"text answer\n"
 
 
-def test_publish_accept_unsupported_406(env, pub):
-    r = pub.post({"items": []}, headers={"Accept": "image/png"})
-    assert r.status_code == 406
-    assert r.text == "Not Acceptable. Supported formats are text/plain and application/json.\n"
+def test_publish_accept_unsupported_406(env, backend, prefix, uid, pub):
+    with watching(env, backend, pub, prefix, "p-" + uid) as w:
+        r = pub.post({"items": [w.item("refused answer\n")]}, headers={"Accept": "image/png"})
+        assert r.status_code == 406
+        assert r.text == "Not Acceptable. Supported formats are text/plain and application/json.\n"
+        assert w.received() == b""
 
 
-def test_publish_body_too_large_400(env, pub):
-    body = json.dumps({"items": [{"channel": "big", "formats": {"http-stream": {"content": "x" * 1000001}}}]})
-    r = pub.post(body)
-    assert (r.status_code, r.text) == (400, "Request body too large.\n")
-    assert pub.post({"items": []}).status_code == 200
+def test_publish_body_too_large_400(env, backend, prefix, uid, pub):
+    with watching(env, backend, pub, prefix, "p-" + uid) as w:
+        r = pub.post(json.dumps({"items": [w.item("x" * 1000001)]}))
+        assert (r.status_code, r.text) == (400, "Request body too large.\n")
+        assert w.received() == b""
 
 
-def test_publish_chunked_body_411(env):
+def raw_publish(env, head_lines, body=b""):
+    """A publish over a raw connection: the request line, `head_lines`, then `body` as is."""
     c = RawConn(env.ports.publish)
-    c.send(raw_request("POST", "/publish/", host="127.0.0.1", headers=[("Transfer-Encoding", "chunked")])
-           + b"c\r\n{\"items\":[]}\r\n0\r\n\r\n")
-    r = c.read_response()
-    c.close()
-    assert (r.status, r.body) == (411, b"Request requires Content-Length.\n")
+    try:
+        c.send(b"\r\n".join([b"POST /publish/ HTTP/1.1", b"Host: 127.0.0.1"] + head_lines) + b"\r\n\r\n" + body)
+        return c.read_response()
+    finally:
+        c.close()
 
 
-def test_publish_missing_content_length_411(env):
-    c = RawConn(env.ports.publish)
-    c.send(b"POST /publish/ HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-    r = c.read_response()
-    c.close()
-    assert (r.status, r.body) == (411, b"Request requires Content-Length.\n")
+def test_publish_chunked_body_411(env, backend, prefix, uid, pub):
+    with watching(env, backend, pub, prefix, "p-" + uid) as w:
+        body = json.dumps({"items": [w.item("chunked\n")]}).encode()
+        r = raw_publish(env, [b"Transfer-Encoding: chunked"], b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
+        assert (r.status, r.body) == (411, b"Request requires Content-Length.\n")
+        assert w.received() == b""
 
 
-def test_publish_http10_request(env):
-    body = b'{"items":[]}'
-    c = RawConn(env.ports.publish)
-    c.send(raw_request("POST", "/publish/", host="127.0.0.1", body=body, version="HTTP/1.0"))
-    r = c.read_response()
-    c.close()
-    assert (r.status, r.body) == (200, b"Published\n")
+def test_publish_missing_content_length_411(env, backend, prefix, uid, pub):
+    with watching(env, backend, pub, prefix, "p-" + uid) as w:
+        body = json.dumps({"items": [w.item("no length\n")]}).encode()
+        r = raw_publish(env, [b"Connection: close"], body)
+        assert (r.status, r.body) == (411, b"Request requires Content-Length.\n")
+        assert w.received() == b""
 
 
-def test_publish_expect_100_continue(env):
-    body = b'{"items":[]}'
-    c = RawConn(env.ports.publish)
-    c.send(raw_request("POST", "/publish/", host="127.0.0.1",
-                       headers=[("Expect", "100-continue"), ("Content-Length", str(len(body)))]))
-    assert c.read_until(b"\r\n\r\n", 5).startswith(b"HTTP/1.1 100")
-    c.send(body)
-    r = c.read_response()
-    c.close()
-    assert (r.status, r.body) == (200, b"Published\n")
+def test_publish_http10_request(env, backend, prefix, uid, pub):
+    with watching(env, backend, pub, prefix, "p-" + uid) as w:
+        body = json.dumps({"items": [w.item("over HTTP/1.0\n")]}).encode()
+        c = RawConn(env.ports.publish)
+        c.send(raw_request("POST", "/publish/", host="127.0.0.1", body=body, version="HTTP/1.0"))
+        r = c.read_response()
+        c.close()
+        assert (r.status, r.body) == (200, b"Published\n")
+        assert w.received() == b"over HTTP/1.0\n"
+
+
+def test_publish_expect_100_continue(env, backend, prefix, uid, pub):
+    with watching(env, backend, pub, prefix, "p-" + uid) as w:
+        body = json.dumps({"items": [w.item("after 100\n")]}).encode()
+        c = RawConn(env.ports.publish)
+        c.send(raw_request("POST", "/publish/", host="127.0.0.1",
+                           headers=[("Expect", "100-continue"), ("Content-Length", str(len(body)))]))
+        assert c.read_until(b"\r\n\r\n", 5).startswith(b"HTTP/1.1 100")
+        c.send(body)
+        r = c.read_response()
+        c.close()
+        assert (r.status, r.body) == (200, b"Published\n")
+        assert w.received() == b"after 100\n"
 
 
 def test_recover_endpoint(env, http):
@@ -191,14 +249,29 @@ BAD = [
 ]
 
 
+@pytest.fixture(scope="module")
+def bad_watch(env):
+    """One held stream per worker for the malformed bodies below: each sends its
+    body with channel "c" renamed to this stream's channel."""
+    ch = "malformed-%s" % secrets.token_hex(4)
+    p = Publisher(env.publish_base)
+    try:
+        with watching(env, env.backend, p, "/%s/" % ch, ch) as w:
+            yield w
+    finally:
+        p.close()
+
+
 @pytest.mark.parametrize("body,text", [b[1:] for b in BAD], ids=[b[0] for b in BAD])
-def test_malformed_publish_exact_400_text(env, pub, body, text):
-    r = pub.post(body if isinstance(body, bytes) else json.dumps(body))
+def test_malformed_publish_exact_400_text(env, pub, bad_watch, body, text):
+    if not isinstance(body, bytes):
+        body = json.dumps(body).replace('"channel": "c"', '"channel": "%s"' % bad_watch.channel)
+    r = pub.post(body)
     assert r.status_code == 400
     assert r.headers["content-type"].startswith("text/plain")
     assert r.text == text + "\n"
-    # the endpoint keeps working
-    assert pub.post({"items": []}).status_code == 200
+    # nothing of the rejected request reached the subscriber, and the endpoint keeps working
+    assert bad_watch.received() == b""
 
 
 def test_invalid_item_rejects_whole_request(env, backend, prefix, uid, pub):
@@ -260,14 +333,19 @@ def test_formats_member_wins_over_legacy_keys(env, backend, prefix, uid, pub):
         s.close()
 
 
-def test_unknown_format_only_item_accepted(env, pub):
-    r = pub.post({"items": [{"channel": "c", "formats": {"carrier-pigeon": {"x": 1}}}]})
-    assert (r.status_code, r.text) == (200, "Published\n")
+def test_unknown_format_only_item_accepted(env, backend, prefix, uid, pub):
+    with watching(env, backend, pub, prefix, "p-" + uid) as w:
+        r = pub.post({"items": [{"channel": w.channel, "formats": {"carrier-pigeon": {"x": 1}}}]})
+        assert (r.status_code, r.text) == (200, "Published\n")
+        assert w.received() == b""
 
 
-def test_bad_base64_is_not_an_error(env, pub):
-    r = pub.post({"items": [{"channel": "c", "formats": {"http-stream": {"content-bin": "!!not base64!!"}}}]})
-    assert r.status_code == 200
+def test_bad_base64_is_not_an_error(env, backend, prefix, uid, pub):
+    with watching(env, backend, pub, prefix, "p-" + uid) as w:
+        r = pub.post({"items": [{"channel": w.channel, "formats": {"http-stream": {"content-bin": "!!not base64!!"}}}]})
+        assert r.status_code == 200
+        # invalid characters are skipped (Qt fromBase64, as Pushpin): "notbase64", the odd last 6 bits dropped
+        assert w.received() == b"\x9e\x8b[j\xc7\xba"
 
 
 def test_all_three_formats_in_one_item(env, backend, prefix, uid, pub):
@@ -353,9 +431,11 @@ def test_grip_url_publisher_config(env, backend, prefix, uid, pub):
         s.close()
 
 
-def test_basic_auth_header_ignored(env, pub):
-    r = pub.post({"items": []}, headers={"Authorization": "Basic dXNlcjpwYXNz"})
-    assert r.status_code == 200
+def test_basic_auth_header_ignored(env, backend, prefix, uid, pub):
+    with watching(env, backend, pub, prefix, "p-" + uid) as w:
+        r = pub.post({"items": [w.item("with basic auth\n")]}, headers={"Authorization": "Basic dXNlcjpwYXNz"})
+        assert r.status_code == 200
+        assert w.received() == b"with basic auth\n"
 
 
 def test_channel_without_subscribers_is_not_an_error(env, pub, uid):
@@ -368,7 +448,11 @@ def test_empty_channel_name_accepted(env, pub):
     assert r.status_code == 200
 
 
-def test_code_size_numeric_strings_accepted(env, pub):
-    r = pub.post({"items": [{"channel": "c", "size": "12",
-                             "formats": {"http-response": {"code": "201", "body": "x"}}}]})
-    assert r.status_code == 200
+def test_code_size_numeric_strings_accepted(env, backend, prefix, uid, pub):
+    ch = "p-" + uid
+    backend.on(prefix, grip_hold("response", ch, body="timed out\n", timeout=20))
+    lp = raw_long_poll(env.port, prefix)
+    publish_until(lp.done, lambda: pub.items({"channel": ch, "size": "12",
+                                              "formats": {"http-response": {"code": "201", "body": "x"}}}))
+    r = lp.result()
+    assert (r.status, r.body) == (201, b"x")

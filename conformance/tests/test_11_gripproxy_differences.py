@@ -4,6 +4,7 @@ marked *GripProxy*). All are `beyond_reference`: skipped on the pushpin target.
 Connection-named headers in test_01.)"""
 
 import os
+import re
 import socket
 import subprocess
 import time
@@ -62,7 +63,8 @@ def _run_with_routes(env, tmp_name, routes_text):
     p = subprocess.run([adapter, workdir, str(env.ports.aux[0]), str(env.ports.aux[1]),
                         str(env.ports.backend), SIG_KEY, routes],
                        stdin=subprocess.DEVNULL, capture_output=True, timeout=15)
-    return p.returncode, (p.stdout + p.stderr).decode("utf-8", "replace")
+    # the adapter copies the routes to WORKDIR/routes and gives the target that file
+    return p.returncode, (p.stdout + p.stderr).decode("utf-8", "replace"), os.path.join(workdir, "routes")
 
 
 @pytest.mark.parametrize("bad_line", ["*,path_beg=/no-target/", '*,header="X-Unterminated: a 127.0.0.1:1'])
@@ -71,11 +73,14 @@ def test_malformed_routes_line_is_fatal_at_start(env, bad_line):
     code 2 and a message naming the file and the line."""
     text = "# comment\n* 127.0.0.1:%d\n%s\n" % (env.ports.backend, bad_line)
     try:
-        code, out = _run_with_routes(env, "bad-routes", text)
+        code, out, routes = _run_with_routes(env, "bad-routes", text)
     except subprocess.TimeoutExpired:
         pytest.fail("the target kept running with a malformed routes file")
     assert code == 2, "exit code %s; output:\n%s" % (code, out[-2000:])
-    assert "routes" in out and "3" in out, out[-2000:]
+    # FILE:LINE: REASON, the file as given (or its real path) and exactly line 3
+    names = "|".join(re.escape(n) for n in {routes, os.path.realpath(routes)})
+    assert re.search(r"(?:^|\s)(?:%s):3: \S" % names, out, re.M), \
+        "no '%s:3: <reason>' in the output:\n%s" % (routes, out[-2000:])
 
 
 def test_slow_stream_reader_is_disconnected_not_skipped(env, backend, prefix, uid, pub):
@@ -140,7 +145,8 @@ def test_slow_stream_reader_is_disconnected_not_skipped(env, backend, prefix, ui
                 break
             body += rest2[:size]
             rest = rest2[size + 2:]
-        payload = body[body.index(b"item 000"):] if b"item 000" in body else b""
+        assert b"item 000 " in body, "the first item never arrived: %r" % body[-300:]
+        payload = body[body.index(b"item 000 "):]
         full = b"".join(items)
         assert len(payload) < len(full), "every item arrived: the bound was not reached"
         assert full.startswith(payload), "an item was skipped instead of closing the connection"
