@@ -219,6 +219,9 @@ struct RunCommand: AsyncParsableCommand {
         configuration.client.maxHeadBytes = settings.clientBufferSize
         configuration.client.maxConnections = settings.clientMaxConn
         configuration.client.writeBufferMax = settings.clientWriteBufferMax
+        configuration.client.headTimeout = settings.clientHeadTimeoutSeconds > 0 ? .seconds(Int64(settings.clientHeadTimeoutSeconds)) : nil
+        configuration.client.idleTimeout = settings.clientIdleTimeoutSeconds > 0 ? .seconds(Int64(settings.clientIdleTimeoutSeconds)) : nil
+        configuration.client.maxConnectionsPerAddress = settings.clientMaxConnPerAddress
         configuration.webSocket.maxMessageBytes = settings.websocketMaxMessage
         configuration.backend.sigIss = settings.sigIss
         configuration.backend.sigKey = settings.sigKey

@@ -39,6 +39,17 @@ package struct GatewayConfiguration: Sendable {
         package var maxRequestBody = 64 * 1024 * 1024
         /// Queued outbound bytes allowed per connection before it is closed (decisions D8).
         package var writeBufferMax = 1_048_576
+        /// From a request head's first byte to its end at most (`client_head_timeout`); then 408 and close. A
+        /// slowloris client dribbles a header a byte at a time to hold a connection for nothing; nginx's
+        /// `client_header_timeout` is the model. Nil: no limit.
+        package var headTimeout: TimeAmount? = .seconds(10)
+        /// Waiting for the first request, or the next one on a kept-alive connection, at most
+        /// (`client_idle_timeout`); then the connection is closed. Connections nobody uses cost a descriptor
+        /// each (nginx's `keepalive_timeout`). Nil: no limit.
+        package var idleTimeout: TimeAmount? = .seconds(60)
+        /// Open connections per source address at most (`client_maxconn_per_address`), so one address cannot
+        /// take every descriptor; past it, 503 as at `client_maxconn`. 0: no limit.
+        package var maxConnectionsPerAddress = 0
         package init() {}
     }
 

@@ -13,6 +13,9 @@ package final class GatewayContext: Sendable {
     package let logger: Logger
     package let metrics: GatewayMetrics
     private let openConnections = NIOLockedValueBox(0)
+    /// Open connections per source address, kept only when `client_maxconn_per_address` is set. Taken at
+    /// accept and close only, never on the subscribe, publish or delivery paths.
+    private let connectionsByAddress = NIOLockedValueBox([String: Int]())
 
     package init(configuration: GatewayConfiguration, routes: RouteStore, backend: BackendClient, hub: Hub, logger: Logger,
                  metrics: GatewayMetrics) {
@@ -48,6 +51,26 @@ package final class GatewayContext: Sendable {
     }
 
     package var connectionCount: Int { openConnections.withLockedValue { $0 } }
+
+    /// Counts a connection from `address` against `client_maxconn_per_address`; false (and counted as refused)
+    /// when that address already has as many open. Each true is paired with one `addressClosed`.
+    package func admitAddress(_ address: String) -> Bool {
+        let limit = configuration.client.maxConnectionsPerAddress
+        let admitted = connectionsByAddress.withLockedValue { counts in
+            guard counts[address, default: 0] < limit else { return false }
+            counts[address, default: 0] += 1
+            return true
+        }
+        if !admitted { metrics.connectionsRefusedPerAddress.increment() }
+        return admitted
+    }
+
+    package func addressClosed(_ address: String) {
+        connectionsByAddress.withLockedValue { counts in
+            let left = counts[address, default: 1] - 1
+            counts[address] = left > 0 ? left : nil
+        }
+    }
 
     /// The Grip-Sig for requests on `route`: the route's own `sig_iss`/`sig_key` when both are set, else the
     /// global pair (routes.md 1). Read from the signer's cache; a miss (which start-up and reloads prevent)

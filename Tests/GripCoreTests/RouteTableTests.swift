@@ -102,6 +102,12 @@ import Testing
         ("[::1]", "::1"),
         ("::1", "::1"),
         ("host:", "host"),
+        // The byte-wise fast path (no upper case, no bracket, ASCII) and the general one agree.
+        ("a.example:8080", "a.example"),
+        ("fe80::1", "fe80::1"),
+        ("", ""),
+        ("ÄB.example:1", "äb.example"),
+        ("10.0.0.1:80", "10.0.0.1"),
     ])
     func normalizesHost(_ value: String, _ expected: String) {
         #expect(RouteTable.normalizedHost(value) == expected)

@@ -132,7 +132,6 @@ class PassThroughBackend:
         def handler(ws):
             req = ws.request
             with self._lock:
-                self.requests.append(req)
                 best = None
                 for p, h in self.handlers.items():
                     if req.path.startswith(p) and (best is None or len(p) > len(best[0])):
@@ -143,6 +142,10 @@ class PassThroughBackend:
             best[1](ws)
 
         def process_response(conn, request, response):
+            # Recorded before the 101 goes out, so a test that saw its handshake finish finds the request here
+            # (the handler runs in a thread after the handshake, too late for such a test).
+            with self._lock:
+                self.requests.append(request)
             # accept the grip extension on paths containing /grip/
             if "/grip/" in request.path and "grip" in (request.headers.get("Sec-WebSocket-Extensions") or ""):
                 response.headers["Sec-WebSocket-Extensions"] = "grip"

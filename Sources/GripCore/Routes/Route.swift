@@ -228,7 +228,7 @@ package struct Route: Sendable, Equatable {
 
     /// Splits `/a/b?x=1` into `/a/b` and `?x=1`.
     static func splitQuery(_ pathAndQuery: String) -> (path: String, query: String) {
-        guard let q = pathAndQuery.firstIndex(of: "?") else { return (pathAndQuery, "") }
+        guard let q = pathAndQuery.utf8.firstIndex(of: UInt8(ascii: "?")) else { return (pathAndQuery, "") }
         return (String(pathAndQuery[..<q]), String(pathAndQuery[q...]))
     }
 }

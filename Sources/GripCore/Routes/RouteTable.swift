@@ -45,8 +45,15 @@ package struct RouteTable: Sendable {
     /// matches: the caller answers `502`, `No route for host: <host>\n`.
     package func match(host: String?, path: String, isTLS: Bool, isWebSocket: Bool) -> Route? {
         // The host's own list when the file names it, else `*`; never both (routes.md 2, rule 3).
-        let name = host.map(RouteTable.normalizedHost) ?? ""
-        guard let rules = byHost[name] ?? wildcard else { return nil }
+        // With `*` rules only (the usual file), the host cannot change the choice and is not looked at.
+        let rules: [Route]
+        if byHost.isEmpty {
+            guard let wildcard else { return nil }
+            rules = wildcard
+        } else {
+            guard let found = byHost[host.map(RouteTable.normalizedHost) ?? ""] ?? wildcard else { return nil }
+            rules = found
+        }
         let requestPath = Route.splitQuery(path).path
 
         var best: Route?
@@ -78,6 +85,13 @@ package struct RouteTable: Sendable {
     /// The Host header reduced to the name routes compare against: port removed, IPv6 brackets removed,
     /// lower-cased.
     package static func normalizedHost(_ value: String) -> String {
+        // The common case, a plain lower-case name with an optional port, without Unicode-aware lower-casing.
+        let bytes = value.utf8
+        if !bytes.contains(where: { $0 == UInt8(ascii: "[") || $0 >= 0x80 || (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains($0) }) {
+            guard let colon = bytes.firstIndex(of: UInt8(ascii: ":")) else { return value }
+            if bytes[bytes.index(after: colon)...].contains(UInt8(ascii: ":")) { return value }  // bare IPv6
+            return String(value[..<colon])
+        }
         var host = Substring(value)
         if host.hasPrefix("["), let close = host.firstIndex(of: "]") {
             host = host[host.index(after: host.startIndex)..<close]

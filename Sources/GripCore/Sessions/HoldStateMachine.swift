@@ -229,6 +229,12 @@ package struct HoldStateMachine: Sendable {
 
     private var state: State = .idle
     private var lastCallID: UInt64 = 0
+
+    /// No exchange is in progress and the connection is open: it waits for its next request.
+    package var isBetweenRequests: Bool {
+        if case .idle = state { return true }
+        return false
+    }
     package let configuration: Configuration
 
     package init(configuration: Configuration = Configuration()) {
@@ -497,8 +503,11 @@ package struct HoldStateMachine: Sendable {
     // MARK: - Internals
 
     private mutating func modifyExchange(_ body: (inout Exchange, inout Effects) -> Void) -> [Action] {
-        guard case .active(var exchange) = state else { return [] }
-        state = .modifying
+        guard case .active = state else { return [] }
+        // Moved out rather than copied: a copy retains every reference the exchange holds, per delivery.
+        var current = State.modifying
+        swap(&current, &state)
+        guard case .active(var exchange) = consume current else { preconditionFailure("checked above") }
         var effects = Effects(configuration: configuration, lastCallID: lastCallID)
         body(&exchange, &effects)
         lastCallID = effects.lastCallID

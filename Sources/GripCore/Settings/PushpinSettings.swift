@@ -105,6 +105,12 @@ package struct PushpinSettings: Sendable, Equatable {
     package var backendTimeoutSeconds = 600
     /// `client_write_buffer_max`: queued outbound bytes per connection (decisions.md D8).
     package var clientWriteBufferMax = 1_048_576
+    /// `client_head_timeout`: s from a request head's first byte to its end (slowloris); 0 is off.
+    package var clientHeadTimeoutSeconds = 10
+    /// `client_idle_timeout`: s a connection may wait for its first or next request; 0 is off.
+    package var clientIdleTimeoutSeconds = 60
+    /// `client_maxconn_per_address`: open client connections per source address; 0 is off.
+    package var clientMaxConnPerAddress = 0
     /// `websocket_max_message`: client WebSocket message limit (decisions.md W1).
     package var websocketMaxMessage = 1_048_576
     /// `backend_max_connections`: backend connections per target; beyond it requests wait (decisions.md D21).
@@ -466,6 +472,9 @@ private struct Reader {
         // [gripproxy]
         if let v = try int("gripproxy/backend_timeout", minimum: 1) { s.backendTimeoutSeconds = v }
         if let v = try int("gripproxy/client_write_buffer_max", minimum: 1) { s.clientWriteBufferMax = v }
+        if let v = try int("gripproxy/client_head_timeout", minimum: 0) { s.clientHeadTimeoutSeconds = v }
+        if let v = try int("gripproxy/client_idle_timeout", minimum: 0) { s.clientIdleTimeoutSeconds = v }
+        if let v = try int("gripproxy/client_maxconn_per_address", minimum: 0) { s.clientMaxConnPerAddress = v }
         if let v = try int("gripproxy/websocket_max_message", minimum: 1) { s.websocketMaxMessage = v }
         if let v = try int("gripproxy/backend_max_connections", minimum: 1) { s.backendMaxConnections = v }
         if let v = try int("gripproxy/backend_queue_max", minimum: 0) { s.backendQueueMax = v }

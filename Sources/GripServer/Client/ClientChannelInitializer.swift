@@ -48,6 +48,16 @@ enum ClientChannelInitializer {
                 try channel.pipeline.syncOperations.addHandler(RefuseConnectionHandler())
             }
         }
+        if gateway.configuration.client.maxConnectionsPerAddress > 0, let address = channel.remoteAddress?.ipAddress {
+            guard gateway.admitAddress(address) else {
+                gateway.connectionClosed()
+                gateway.logger.warning("client_maxconn_per_address (\(gateway.configuration.client.maxConnectionsPerAddress)) reached for \(address); refusing connection")
+                return channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(RefuseConnectionHandler())
+                }
+            }
+            channel.closeFuture.whenComplete { _ in gateway.addressClosed(address) }
+        }
         channel.closeFuture.whenComplete { _ in gateway.connectionClosed() }
         setKeepAliveTiming(channel)
         return channel.eventLoop.makeCompletedFuture {
@@ -96,13 +106,16 @@ private final class RefuseConnectionHandler: ChannelInboundHandler {
     typealias OutboundOut = ByteBuffer
 
     func channelActive(context: ChannelHandlerContext) {
-        let body = "Service Unavailable\n"
-        let response = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nConnection: close\r\n"
-            + "Content-Length: \(body.utf8.count)\r\n\r\n\(body)"
-        context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: response))).assumeIsolated().whenComplete { _ in
-            context.close(promise: nil)
-        }
+        context.writeAndFlush(wrapOutboundOut(closingAnswer("503 Service Unavailable", body: "Service Unavailable\n")))
+            .assumeIsolated().whenComplete { _ in context.close(promise: nil) }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {}  // the request is not read
+}
+
+/// A complete plain-text response that ends the connection, as bytes for below the HTTP handlers: for answers
+/// given without a decoded request (a refused connection, a request head that never finished).
+func closingAnswer(_ status: String, body: String) -> ByteBuffer {
+    ByteBuffer(string: "HTTP/1.1 \(status)\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+        + "Content-Length: \(body.utf8.count)\r\n\r\n" + body)
 }

@@ -77,6 +77,11 @@ final class ClientRequestObserver: ChannelInboundHandler, RemovableChannelHandle
         headsDecoded == headsReceived && !sawErrorOrQuiesce && lastReadEndedAtBlankLine
     }
 
+    /// Bytes of a request are about to be decoded: the proxy handler's request-head clock may start.
+    func requestBytesRead() {
+        proxy.requestBytesRead(headCompleteInThisRead: lastReadEndedAtBlankLine)
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         if case .head = unwrapInboundIn(data) { headsDecoded += 1 }
         context.fireChannelRead(data)
@@ -107,6 +112,7 @@ struct ObservedRequestDecoder: ByteToMessageDecoder {
         let count = buffer.readableBytes
         observer.lastReadEndedAtBlankLine = count >= 4
             && buffer.getInteger(at: buffer.readerIndex + count - 4, as: UInt32.self) == 0x0D0A_0D0A
+        if count > 0 { observer.requestBytesRead() }
         return try decoder.decode(context: context, buffer: &buffer)
     }
 

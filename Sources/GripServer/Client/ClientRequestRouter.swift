@@ -16,8 +16,8 @@ struct ClientRequestRouter {
     func route(_ head: HTTPRequestHead, clientAddress: String?, isTLS: Bool = false) -> Outcome {
         let fields = head.headers.fields
         let hostHeader = fields.first(named: "Host")
-        let isWebSocket = head.headers[canonicalForm: "Upgrade"].contains { $0.lowercased() == "websocket" }
-        let path = String(head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? "")
+        let isWebSocket = head.asksForWebSocket
+        let path = head.uri.utf8.firstIndex(of: UInt8(ascii: "?")).map { String(head.uri[..<$0]) } ?? head.uri
         let table = gateway.routes.current
         var route: Route?
         if gateway.configuration.backend.acceptPushpinRoute, let id = fields.first(named: "Pushpin-Route") {
@@ -35,5 +35,13 @@ struct ClientRequestRouter {
             return .noRoute(host: hostHeader.map { String($0.split(separator: ":").first ?? "") } ?? "", request: request)
         }
         return .routed(route, request)
+    }
+}
+
+extension HTTPRequestHead {
+    /// `Upgrade: websocket` is among the request's upgrade tokens (checked for the header first: most requests have
+    /// none, and the token list is built by splitting).
+    var asksForWebSocket: Bool {
+        headers.contains(name: "Upgrade") && headers[canonicalForm: "Upgrade"].contains { $0.lowercased() == "websocket" }
     }
 }

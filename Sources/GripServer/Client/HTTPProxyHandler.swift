@@ -43,6 +43,10 @@ final class HTTPProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var headsReceived = 0
     /// Between a `channelRead` and its `channelReadComplete`: the decoder may be mid-buffer.
     private var reading = false
+    /// The client's IP address, read once per connection (each read builds a string); empty when unknown.
+    private var clientAddress: String?
+    /// The clock between requests (`client_idle_timeout`, `client_head_timeout`), sharing the machine's deadline slot.
+    private var requestClock: RequestClock
 
     /// Where the request handlers are: an idle stream hold lets them go while it lasts (`ClientRequestHandlers`).
     private enum RequestHandlers {
@@ -60,6 +64,8 @@ final class HTTPProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
         self.gateway = gateway
         self.handshake = handshake
         self.machine = HoldStateMachine(configuration: machineConfiguration ?? HoldStateMachine.Configuration(gateway: gateway))
+        self.requestClock = RequestClock(idleTimeout: gateway.configuration.client.idleTimeout,
+                                         headTimeout: gateway.configuration.client.headTimeout)
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -67,13 +73,20 @@ final class HTTPProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
         self.shard = gateway.hub.shard(for: context.eventLoop)
     }
 
+    func channelActive(context: ChannelHandlerContext) {
+        startWaitingForRequest()
+        context.fireChannelActive()
+    }
+
     func handlerRemoved(context: ChannelHandlerContext) {
+        stopRequestClock()
         run(machine.clientDisconnected())
         self.context = nil
         self.chunkWriter = nil
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        stopRequestClock()
         handshake?.clientLeft()
         run(machine.clientDisconnected())
         context.fireChannelInactive()
@@ -88,11 +101,14 @@ final class HTTPProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
         reading = true
         switch unwrapInboundIn(data) {
         case .head(let head):
+            requestClock.headReceived()
             headsReceived += 1
             gateway.metrics.requestReceived.increment()
-            let (exchange, request) = ProxyExchange.admit(head, clientAddress: context.channel.remoteAddress?.ipAddress,
+            if clientAddress == nil { clientAddress = context.channel.remoteAddress?.ipAddress ?? "" }
+            let (exchange, request) = ProxyExchange.admit(head, clientAddress: clientAddress.flatMap { $0.isEmpty ? nil : $0 },
+                                                          keepAliveJitter: shard?.keepAliveJitter() ?? .zero,
                                                           gateway: gateway, handshake: handshake)
-            if !head.headers[canonicalForm: "Upgrade"].contains(where: { $0.lowercased() == "websocket" }) { handshake = nil }
+            if !head.asksForWebSocket { handshake = nil }
             self.exchange = exchange
             run(machine.requestReceived(request))
         case .body(let part):
@@ -171,6 +187,8 @@ final class HTTPProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
         case .endResponse(let keepAlive):
             chunkWriter = nil
             exchange = nil
+            // Before the write: ending the response may hand a pipelined request on at once, which stops it.
+            if keepAlive { startWaitingForRequest() }
             let written = context.writeAndFlush(wrapOutboundOut(.end(nil)))
             switch requestHandlers {
             case .inPipeline: break
@@ -212,11 +230,13 @@ final class HTTPProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
         case .unsubscribe(let channels, let mode):
             for channel in channels { gateway.hub.unsubscribe(self, channel: channel, kind: Self.kind(mode), on: context.eventLoop) }
         case .setDeadline(let deadline):
+            requestClock.machineSetDeadline()
             shard?.setDeadline(deadline, for: self)
         case .countMessageSent:
             shard?.messagesSent += 1
         case .logAccess(let status, let hold):
-            exchange?.logAccess(logger, status: status, hold: hold)
+            // Checked here too: calling into the exchange copies it, per delivery, even when the line is dropped.
+            if logger.logLevel <= .info { exchange?.logAccess(logger, status: status, hold: hold) }
         case .log(let level, let message):
             let line = "\(exchange?.requestLine ?? "-"): \(message)"
             switch level {
@@ -228,11 +248,11 @@ final class HTTPProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     private func writeHead(_ head: ResponseHead, _ context: ChannelHandlerContext) {
-        let request = exchange?.request
-        let version = request?.version ?? .http1_1
+        // Single fields, not the request: a copy of it retains its every string and array.
+        let version = exchange?.request.version ?? .http1_1
         chunkWriter = nil
         // NIO's encoder frames a body as chunks exactly when this holds (HTTP/1.1, a body allowed, no length).
-        if version.major > 1 || (version.major == 1 && version.minor >= 1), request?.method != .HEAD, head.code >= 200,
+        if version.major > 1 || (version.major == 1 && version.minor >= 1), exchange?.request.method != .HEAD, head.code >= 200,
            head.code != 204, head.code != 304, head.headers.first(named: "Content-Length") == nil {
             chunkWriter = try? context.pipeline.syncOperations.context(handlerType: HTTPResponseEncoder.self)
         }
@@ -261,6 +281,37 @@ final class HTTPProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
             logger.debug("client connection: request handlers not restored: \(error)")
             context.close(promise: nil)
         }
+    }
+
+    // MARK: Between requests
+
+    private func startWaitingForRequest() {
+        if let deadline = requestClock.waitForRequest(now: shard?.coarseNow ?? .now()) { shard?.setDeadline(deadline, for: self) }
+    }
+
+    /// From `ClientRequestObserver`: request bytes are about to be decoded.
+    func requestBytesRead(headCompleteInThisRead: Bool) {
+        if let deadline = requestClock.bytesRead(now: shard?.coarseNow ?? .now(), headCompleteInThisRead: headCompleteInThisRead) {
+            shard?.setDeadline(deadline, for: self)
+        }
+    }
+
+    /// The connection closes or the handler goes: a wheel entry would keep it alive until it fired.
+    private func stopRequestClock() {
+        if requestClock.stop() { shard?.setDeadline(nil, for: self) }
+    }
+
+    /// A slow request head gets 408, written below the HTTP handlers: no request was decoded for the pipelining
+    /// handler to pair an answer with.
+    private func answerHeadTimeout(_ context: ChannelHandlerContext) {
+        gateway.metrics.headTimeouts.increment()
+        logger.info("request head not complete within client_head_timeout; 408",
+                    metadata: ["client": "\(clientAddress ?? context.channel.remoteAddress?.ipAddress ?? "-")"])
+        guard let below = try? context.pipeline.syncOperations.context(handlerType: HTTPResponseEncoder.self) else {
+            return context.close(promise: nil)
+        }
+        below.writeAndFlush(NIOAny(closingAnswer("408 Request Timeout", body: "Request timeout.\n")))
+            .assumeIsolated().whenComplete { _ in context.close(promise: nil) }
     }
 
     /// Makes a backend call: over HTTP, or in process (the `test` target), whose answer is fed back at once.
@@ -306,7 +357,20 @@ extension HTTPProxyHandler: HubSubscriber {
     }
 
     func deadlineReached(now: NIODeadline) {
-        run(machine.deadlineReached(now: now))
+        switch requestClock.deadlineReached(now: now, betweenRequests: machine.isBetweenRequests) {
+        case .machine:
+            run(machine.deadlineReached(now: now))
+        case .rearm(let deadline):
+            shard?.setDeadline(deadline, for: self)
+        case .ignore:
+            return
+        case .closeIdle:
+            gateway.metrics.idleConnectionsClosed.increment()
+            logger.debug("closing client connection idle for client_idle_timeout")
+            context?.close(promise: nil)
+        case .headTimedOut:
+            if let context { answerHeadTimeout(context) }
+        }
     }
 }
 

@@ -32,14 +32,13 @@ struct ProxyExchange {
 
     /// Routes a request head (routes.md 1) and says what the machine is to do with it: forward it, or answer at once
     /// (head over `client_buffer_size`, no route, a refused WebSocket handshake, WebSocket events sent directly).
-    static func admit(_ head: HTTPRequestHead, clientAddress: String?, gateway: GatewayContext,
+    static func admit(_ head: HTTPRequestHead, clientAddress: String?, keepAliveJitter: TimeAmount, gateway: GatewayContext,
                       handshake: WebSocketHandshake?) -> (ProxyExchange, HoldStateMachine.Request) {
         let fields = head.headers.fields
         var request = HoldStateMachine.Request(
             isHEAD: head.method == .HEAD, isHTTP10: head.version.minor == 0, keepAlive: head.isKeepAlive,
             expectsContinue: fields.first(named: "Expect")?.lowercased() == "100-continue",
-            // grip-http 6.3: keep-alives fire up to a second early, so many streams do not fire together.
-            keepAliveJitter: .milliseconds(Int64.random(in: 0..<1000)),
+            keepAliveJitter: keepAliveJitter,
             disposition: .answer(ResponseHead(code: 0, reason: ""), body: nil)
         )
         func answer(_ code: Int, _ text: String) -> HoldStateMachine.Request.Disposition {
@@ -66,7 +65,7 @@ struct ProxyExchange {
             return (exchange, request)
         case .routed(let route, let routed):
             let exchange = ProxyExchange(request: routed, route: route)
-            let isWebSocket = head.headers[canonicalForm: "Upgrade"].contains { $0.lowercased() == "websocket" }
+            let isWebSocket = head.asksForWebSocket
             if isWebSocket, let refusal = handshake?.refusal {
                 // Decisions W10: the backend's refusal of the handshake, kept by the upgrader.
                 handshake?.refusal = nil
@@ -149,6 +148,8 @@ struct ProxyExchange {
     }
 
     func logAccess(_ logger: Logger, status: Int, hold: String?) {
+        // Checked first: the metadata would be built per request even at levels that drop the line.
+        guard logger.logLevel <= .info else { return }
         var metadata: Logger.Metadata = ["status": "\(status)"]
         if let route { metadata["route"] = "\(route.id)" }
         if let hold { metadata["hold"] = "\(hold)" }

@@ -13,18 +13,19 @@ enum TestTarget {
 
     /// The path the test target looks at, and its channels (routes.md 3).
     private static func resource(uri: String, route: Route) -> (path: String, channels: [String]) {
-        let parts = uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
-        var path = route.testTargetPath(String(parts.first ?? "/"))
-        if path.count > 1 && path.hasSuffix("/") { path.removeLast() }
+        // On UTF-8 bytes: every long-poll re-poll comes here, and Character-wise splitting showed in profiles.
+        let question = uri.utf8.firstIndex(of: UInt8(ascii: "?"))
+        var path = route.testTargetPath(question.map { String(uri[..<$0]) } ?? uri)
+        if path.utf8.count > 1 && path.hasSuffix("/") { path.removeLast() }
         if path.isEmpty { path = "/" }
         var channels: [String] = []
-        if parts.count > 1 {
-            for pair in parts[1].split(separator: "&") {
-                let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-                if kv.count == 2, kv[0] == "channel" {
-                    let raw = String(kv[1]).replacingOccurrences(of: "+", with: " ")
-                    channels.append(raw.removingPercentEncoding ?? raw)
-                }
+        if let question {
+            for pair in uri.utf8[uri.utf8.index(after: question)...].split(separator: UInt8(ascii: "&")) {
+                guard let equals = pair.firstIndex(of: UInt8(ascii: "=")), pair[..<equals].elementsEqual("channel".utf8) else { continue }
+                let value = Substring(pair[pair.index(after: equals)...])
+                // An undecodable value is taken as it is, `+` still a space.
+                channels.append(PercentDecoding.queryComponent(value)
+                    ?? String(decoding: value.utf8.map { $0 == UInt8(ascii: "+") ? UInt8(ascii: " ") : $0 }, as: UTF8.self))
             }
         }
         return (path, channels.isEmpty ? ["test"] : channels)
@@ -42,17 +43,21 @@ enum TestTarget {
         case "/response":
             return .hold(GripInstruction(
                 holdMode: .response, channels: subscriptions, timeoutSeconds: 55, keepAlive: nil, nextLink: nil,
-                meta: [:], exposeHeaders: nil, response: textResponse(200, "nothing for now\n")
+                meta: [:], exposeHeaders: nil, response: nothingForNow
             ))
         case "/stream":
             return .hold(GripInstruction(
                 holdMode: .stream, channels: subscriptions, timeoutSeconds: 55, keepAlive: nil, nextLink: nil,
-                meta: [:], exposeHeaders: nil, response: textResponse(200, "[stream opened]\n")
+                meta: [:], exposeHeaders: nil, response: streamOpened
             ))
         default:
             return .response(textResponse(404, "no such test resource\n"))
         }
     }
+
+    /// The holds' initial responses, made once: each long-poll re-poll asks for one.
+    private static let nothingForNow = textResponse(200, "nothing for now\n")
+    private static let streamOpened = textResponse(200, "[stream opened]\n")
 
     static func textResponse(_ code: Int, _ body: String) -> GripResponse {
         GripResponse(code: code, reason: HTTPStatusReason.phrase(for: code),

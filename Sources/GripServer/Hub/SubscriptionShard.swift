@@ -59,11 +59,25 @@ package final class SubscriptionShard {
     private var bytesSinceFlush = 0
     package static let maxItemsPerFlush = 16
     package static let maxBytesPerFlush = 65_536
+    /// SplitMix64 state for keep-alive jitter: the system generator costs a system call per number, and every
+    /// request (each long-poll re-poll) takes one.
+    private var jitterState = UInt64.random(in: .min ... .max)
 
     package init(eventLoop: EventLoop, metrics: GatewayMetrics = GatewayMetrics()) {
         self.eventLoop = eventLoop
         self.metrics = metrics
         self.coarseNow = eventLoop.now
+    }
+
+    /// A keep-alive's jitter (grip-http 6.3: keep-alives fire up to a second early, so many streams do not fire
+    /// together), uniform in 0 ..< 1 s at millisecond steps.
+    package func keepAliveJitter() -> TimeAmount {
+        jitterState &+= 0x9E37_79B9_7F4A_7C15
+        var z = jitterState
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        z ^= z >> 31
+        return .milliseconds(Int64(z % 1000))
     }
 
     // MARK: Subscriptions

@@ -18,6 +18,12 @@ package struct GatewayMetrics: Sendable {
     let connectionsRefused: Counter
     /// Publish and recover requests refused for missing or wrong credentials (`publish_auth`).
     let publishesUnauthorized: Counter
+    /// Connections refused at `client_maxconn_per_address`.
+    let connectionsRefusedPerAddress: Counter
+    /// Connections answered 408 and closed because a request head took longer than `client_head_timeout`.
+    let headTimeouts: Counter
+    /// Connections closed after `client_idle_timeout` without a request.
+    let idleConnectionsClosed: Counter
 
     package init(prefix: String = "") {
         requestReceived = Counter(label: prefix + "request_received")
@@ -27,5 +33,8 @@ package struct GatewayMetrics: Sendable {
         slowClientsClosed = Counter(label: prefix + "slow_client_closed")
         connectionsRefused = Counter(label: prefix + "connection_refused")
         publishesUnauthorized = Counter(label: prefix + "publish_unauthorized")
+        connectionsRefusedPerAddress = Counter(label: prefix + "connection_refused_per_address")
+        headTimeouts = Counter(label: prefix + "client_head_timeout")
+        idleConnectionsClosed = Counter(label: prefix + "client_idle_closed")
     }
 }
