@@ -12,6 +12,8 @@ package final class GatewayContext: Sendable {
     package let hub: Hub
     package let logger: Logger
     package let metrics: GatewayMetrics
+    /// `client_idle_timeout` and `client_head_timeout`, for every connection's `RequestClock`.
+    let requestLimits: RequestClock.Limits
     private let openConnections = NIOLockedValueBox(0)
     /// Open connections per source address, kept only when `client_maxconn_per_address` is set. Taken at
     /// accept and close only, never on the subscribe, publish or delivery paths.
@@ -25,6 +27,8 @@ package final class GatewayContext: Sendable {
         self.backend = backend
         self.hub = hub
         self.logger = logger
+        self.requestLimits = RequestClock.Limits(idleTimeout: configuration.client.idleTimeout,
+                                                 headTimeout: configuration.client.headTimeout)
     }
 
     /// Counts a new client connection; false when `client_maxconn` is reached (decisions D16).

@@ -32,19 +32,27 @@ package struct RequestClock: Sendable {
         case headTimedOut
     }
 
-    package let idleTimeout: TimeAmount?
-    package let headTimeout: TimeAmount?
+    /// The limits; the same for every connection of a listener, so they are passed in rather than kept by each
+    /// of thousands of clocks.
+    package struct Limits: Sendable {
+        package var idleTimeout: TimeAmount?
+        package var headTimeout: TimeAmount?
+
+        package init(idleTimeout: TimeAmount?, headTimeout: TimeAmount?) {
+            self.idleTimeout = idleTimeout
+            self.headTimeout = headTimeout
+        }
+    }
+
     package private(set) var phase = Phase.off
     /// The clock's deadline may still be in the wheel (until the machine sets one of its own, or it fires).
     package private(set) var inWheel = false
 
-    package init(idleTimeout: TimeAmount?, headTimeout: TimeAmount?) {
-        self.idleTimeout = idleTimeout
-        self.headTimeout = headTimeout
-    }
+    package init() {}
 
     /// The connection opened, or a response ended and the connection stays. Returns the deadline to set.
-    package mutating func waitForRequest(now: NIODeadline) -> NIODeadline? {
+    package mutating func waitForRequest(now: NIODeadline, _ limits: Limits) -> NIODeadline? {
+        let idleTimeout = limits.idleTimeout, headTimeout = limits.headTimeout
         guard let idleTimeout else {
             phase = headTimeout == nil ? .off : .waitingForRequest(nil)
             return nil
@@ -57,9 +65,9 @@ package struct RequestClock: Sendable {
 
     /// Request bytes are being read. Waiting for a request, the head's clock starts, unless the head ends in
     /// these bytes (the usual case, which then costs no timer change). Returns a deadline to set.
-    package mutating func bytesRead(now: NIODeadline, headCompleteInThisRead: Bool) -> NIODeadline? {
+    package mutating func bytesRead(now: NIODeadline, headCompleteInThisRead: Bool, _ limits: Limits) -> NIODeadline? {
         guard case .waitingForRequest = phase else { return nil }
-        guard let headTimeout, !headCompleteInThisRead else {
+        guard let headTimeout = limits.headTimeout, !headCompleteInThisRead else {
             phase = .off
             return nil
         }

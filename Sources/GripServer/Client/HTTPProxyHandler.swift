@@ -46,7 +46,7 @@ final class HTTPProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// The client's IP address, read once per connection (each read builds a string); empty when unknown.
     private var clientAddress: String?
     /// The clock between requests (`client_idle_timeout`, `client_head_timeout`), sharing the machine's deadline slot.
-    private var requestClock: RequestClock
+    private var requestClock = RequestClock()
 
     /// Where the request handlers are: an idle stream hold lets them go while it lasts (`ClientRequestHandlers`).
     private enum RequestHandlers {
@@ -64,8 +64,6 @@ final class HTTPProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
         self.gateway = gateway
         self.handshake = handshake
         self.machine = HoldStateMachine(configuration: machineConfiguration ?? HoldStateMachine.Configuration(gateway: gateway))
-        self.requestClock = RequestClock(idleTimeout: gateway.configuration.client.idleTimeout,
-                                         headTimeout: gateway.configuration.client.headTimeout)
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -286,12 +284,13 @@ final class HTTPProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
     // MARK: Between requests
 
     private func startWaitingForRequest() {
-        if let deadline = requestClock.waitForRequest(now: shard?.coarseNow ?? .now()) { shard?.setDeadline(deadline, for: self) }
+        if let deadline = requestClock.waitForRequest(now: shard?.coarseNow ?? .now(), gateway.requestLimits) { shard?.setDeadline(deadline, for: self) }
     }
 
     /// From `ClientRequestObserver`: request bytes are about to be decoded.
     func requestBytesRead(headCompleteInThisRead: Bool) {
-        if let deadline = requestClock.bytesRead(now: shard?.coarseNow ?? .now(), headCompleteInThisRead: headCompleteInThisRead) {
+        if let deadline = requestClock.bytesRead(now: shard?.coarseNow ?? .now(), headCompleteInThisRead: headCompleteInThisRead,
+                                                gateway.requestLimits) {
             shard?.setDeadline(deadline, for: self)
         }
     }
