@@ -5,7 +5,10 @@ these keys, so every case is beyond_reference. Each case runs a second
 instance with short limits, and checks both that the limit acts and that
 everyone else is still served while it does."""
 
+import base64
+import os
 import socket
+import struct
 import threading
 import time
 
@@ -13,8 +16,9 @@ import httpx
 import pytest
 
 from harness.backend import Resp, grip_hold
-from harness.client import Publisher, StreamCollector, ensure_stream_subscribed, raw_request, wait_until
+from harness.client import Publisher, RawConn, StreamCollector, ensure_stream_subscribed, raw_request, wait_until
 from harness.extra import aux_routes
+from harness.ws import echo_handler
 
 pytestmark = pytest.mark.beyond_reference
 
@@ -69,7 +73,7 @@ def metrics(port):
 def limited(env, aux, tag, **keys):
     conf = {"gripproxy": {k: str(v) for k, v in keys.items()},
             "proxy": {"prometheus_port": "127.0.0.1:%d" % env.ports.spare}}
-    return aux(tag, aux_routes(env), conf)
+    return aux(tag, aux_routes(env, "*,path_beg=/ws/ 127.0.0.1:%d,over_http" % env.ports.backend), conf)
 
 
 class Dribbler(threading.Thread):
@@ -275,3 +279,79 @@ def read_until_closed_or(s, marker, limit=5.0):
             break
         data += d
     return data
+
+
+def ws_frame(conn, timeout=10):
+    """The server's next (unmasked) frame from a RawConn, as (opcode, payload);
+    TimeoutError leaves the partial frame in the buffer."""
+    h = conn.read_exact(2, timeout)
+    op, n = h[0] & 0x0F, h[1] & 0x7F
+    extra = 2 if n == 126 else 8 if n == 127 else 0
+    try:
+        if extra:
+            n = int.from_bytes(conn.read_exact(extra, timeout), "big")
+        return op, (conn.read_exact(n, timeout) if n else b"")
+    except TimeoutError:
+        raise AssertionError("a frame stopped in the middle")
+
+
+def test_ws_client_that_stops_reading_gets_close_1008(env, backend, uid, aux):
+    """decisions D8 for WebSockets: past client_write_buffer_max the proxy queues
+    a 1008 close behind what the client has not read and writes nothing more; a
+    client that reads again (within the grace) gets every message queued before
+    it, in order, then the 1008."""
+    target = limited(env, aux, "wsslow", client_write_buffer_max=262144)
+    ch = "wsslow-" + uid
+    path = "/ws/%s/" % uid
+    backend.on(path, echo_handler(subscribe=ch))
+    publisher = Publisher(target.publish_base)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", target.port))
+    conn = RawConn.__new__(RawConn)
+    conn.sock, conn.buf, conn.closed_by_peer = sock, b"", False
+    try:
+        key = base64.b64encode(os.urandom(16)).decode()
+        conn.send(("GET %s HTTP/1.1\r\nHost: example.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                   "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n" % (path, key)).encode())
+        assert conn.read_head()[1] == 101
+        # Subscribed once a probe arrives.
+        deadline = time.monotonic() + 10
+        n = 0
+        while True:
+            assert time.monotonic() < deadline, "never subscribed"
+            n += 1
+            publisher.items({"channel": ch, "formats": {"ws-message": {"content": "probe %d" % n}}})
+            try:
+                op, payload = ws_frame(conn, 0.3)
+            except TimeoutError:
+                continue
+            if payload.startswith(b"probe"):
+                break
+        while True:  # drain the other probes
+            try:
+                ws_frame(conn, 0.5)
+            except TimeoutError:
+                break
+        # Stop reading; publish far more than the bound plus kernel buffers.
+        pad = "x" * 100000
+        for i in range(80):
+            publisher.items({"channel": ch, "formats": {"ws-message": {"content": "%03d %s" % (i, pad)}}})
+        time.sleep(0.5)
+        got = []
+        close_code = None
+        while True:
+            op, payload = ws_frame(conn)
+            if op == 0x8:
+                close_code = struct.unpack(">H", payload[:2])[0] if len(payload) >= 2 else None
+                break
+            if op == 0x1 and not payload.startswith(b"probe"):
+                got.append(int(payload[:3]))
+        assert close_code == 1008, close_code
+        assert got == list(range(len(got))), "messages before the close are not a gap-free prefix"
+        assert 0 < len(got) < 80
+        assert conn.peer_closed(5)
+    finally:
+        sock.close()
+        publisher.close()

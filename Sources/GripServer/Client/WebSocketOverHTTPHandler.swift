@@ -36,6 +36,10 @@ final class WebSocketOverHTTPHandler: ChannelInboundHandler, RemovableChannelHan
     private var requestGeneration: UInt32 = 0
     private var targetIndex: UInt16 = 0
     private var disconnected = false
+    /// Past the write-buffer bound: the 1008 close frame is queued, and nothing more is written.
+    private var closingSlowClient = false
+    /// How long a slow client has to read up to its close frame before the connection is dropped without it.
+    static let slowClientCloseGrace = TimeAmount.seconds(5)
 
     private var logger: Logger { gateway.logger }
     private var eventLoop: EventLoop { shard.eventLoop }
@@ -107,11 +111,19 @@ final class WebSocketOverHTTPHandler: ChannelInboundHandler, RemovableChannelHan
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         // decisions D8: a client that does not read past the write-buffer bound is closed with 1008.
-        if !context.channel.isWritable {
+        // The close frame queues behind what the client has not read: a client that catches up within the grace
+        // reads every message queued before it and then the 1008, and one that does not is dropped.
+        // This runs inside the write that crossed the bound, which is inside `io`: the close is written once that
+        // write has returned (touching `io` here would be an overlapping access, a crash).
+        if !context.channel.isWritable && !closingSlowClient {
+            closingSlowClient = true
             logger.warning("closing slow WebSocket client", metadata: ["uri": "\(request.uri)"])
             gateway.metrics.slowClientsClosed.increment()
-            io.writeClose(code: 1008, reason: Array("slow consumer".utf8), context: context)
-            context.close(promise: nil)
+            context.eventLoop.assumeIsolated().execute { [self] in
+                io.writeClose(code: 1008, reason: Array("slow consumer".utf8), context: context)
+                io.closeAfterPendingWrites(context: context)
+            }
+            context.eventLoop.assumeIsolated().scheduleTask(in: Self.slowClientCloseGrace) { context.close(promise: nil) }
         }
         context.fireChannelWritabilityChanged()
     }
@@ -192,6 +204,7 @@ final class WebSocketOverHTTPHandler: ChannelInboundHandler, RemovableChannelHan
     }
 
     private func runOnClient(_ action: WebSocketOverHTTPSession.Action, context: ChannelHandlerContext) {
+        if closingSlowClient && action != .dropClient { return }
         switch action {
         case .deliverToClient(let message):
             io.send(message, context: context, shard: shard)
@@ -317,7 +330,7 @@ final class WebSocketOverHTTPHandler: ChannelInboundHandler, RemovableChannelHan
 
 extension WebSocketOverHTTPHandler: HubSubscriber {
     func deliver(_ publish: PreparedPublish, channel: String) {
-        guard let format = publish.item.webSocketMessage, let context else { return }
+        guard let format = publish.item.webSocketMessage, let context, !closingSlowClient else { return }
         let decision = session.published(format, channel: channel, itemMeta: publish.item.meta)
         if case .close(let code, let reason) = decision {
             run(session.publishedClose(code: code, reason: reason, now: now))
