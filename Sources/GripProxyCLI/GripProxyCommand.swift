@@ -222,6 +222,7 @@ struct RunCommand: AsyncParsableCommand {
         configuration.client.headTimeout = settings.clientHeadTimeoutSeconds > 0 ? .seconds(Int64(settings.clientHeadTimeoutSeconds)) : nil
         configuration.client.idleTimeout = settings.clientIdleTimeoutSeconds > 0 ? .seconds(Int64(settings.clientIdleTimeoutSeconds)) : nil
         configuration.client.maxConnectionsPerAddress = settings.clientMaxConnPerAddress
+        configuration.shutdownGrace = .seconds(settings.shutdownGraceSeconds)
         configuration.webSocket.maxMessageBytes = settings.websocketMaxMessage
         configuration.backend.sigIss = settings.sigIss
         configuration.backend.sigKey = settings.sigKey

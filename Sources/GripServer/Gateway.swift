@@ -96,32 +96,44 @@ package final class GatewayService: Service, Sendable {
         }
 
         logger.info("shutting down: quiescing connections")
+        // One deadline for the whole drain (`shutdown_grace`); each stage also has its own bound within it.
+        let deadline = ContinuousClock.now + configuration.shutdownGrace
         try? await publishChannel.close()
         try? await metricsChannel?.close()
-        // Items already answered 200 reach their subscribers before the holds end (bounded).
-        _ = try? await withThrowingTaskGroup(of: Void.self) { tasks in
-            tasks.addTask { try await self.context.hub.drained().get() }
-            tasks.addTask { try await Task.sleep(for: .seconds(5)) }
-            try await tasks.next()
-            tasks.cancelAll()
-        }
+        // Items already answered 200 reach their subscribers before the holds end.
+        await Self.wait(for: context.hub.drained(), atMost: .seconds(5), before: deadline)
         let drained = group.next().makePromise(of: Void.self)
         quiesce?.initiateShutdown(promise: drained)
-        // Holds end promptly on quiesce; do not wait forever for clients that never read.
-        _ = try? await withThrowingTaskGroup(of: Void.self) { tasks in
-            tasks.addTask { try await drained.futureResult.get() }
-            tasks.addTask { try await Task.sleep(for: .seconds(10)) }
-            try await tasks.next()
-            tasks.cancelAll()
-        }
+        // Holds end promptly on quiesce; exchanges in progress finish, but not past the deadline.
+        await Self.wait(for: drained.futureResult, atMost: .seconds(10), before: deadline)
         quiesce = nil
-        // The closed WebSocket-over-HTTP sessions' last events go out before the backend client does (bounded).
-        let notifyDeadline = ContinuousClock.now + .seconds(5)
+        // The closed WebSocket-over-HTTP sessions' last events go out before the backend client does.
+        let notifyDeadline = min(ContinuousClock.now + .seconds(5), deadline)
         while ContinuousClock.now < notifyDeadline, !(await context.backend.isIdle()) {
             try? await Task.sleep(for: .milliseconds(50))
         }
+        if ContinuousClock.now >= deadline {
+            logger.warning("shutdown_grace (\(configuration.shutdownGrace)) ran out; closing what is still open")
+        }
         try? await shutdownResources()
         logger.info("stopped")
+    }
+
+    /// Waits for `future`, at most `bound` and not past `deadline`. Not a task group racing a sleep: the group
+    /// would still wait for the future, which does not heed cancellation.
+    private static func wait(for future: EventLoopFuture<Void>, atMost bound: Duration,
+                             before deadline: ContinuousClock.Instant) async {
+        let limit = min(bound, deadline - ContinuousClock.now)
+        guard limit > .zero else { return }
+        let (seconds, attoseconds) = limit.components
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let resumed = NIOLockedValueBox(false)
+            let resumeOnce: @Sendable () -> Void = {
+                if resumed.withLockedValue({ done in defer { done = true }; return !done }) { continuation.resume() }
+            }
+            future.whenComplete { _ in resumeOnce() }
+            future.eventLoop.scheduleTask(in: .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)) { resumeOnce() }
+        }
     }
 
     private func shutdownResources() async throws {

@@ -109,6 +109,9 @@ package struct GatewayConfiguration: Sendable {
     /// `prometheus_port`: where `GET /metrics` is served (nil: off, Pushpin's default).
     package var metricsListen: ListenAddress?
     package var metricsPrefix = ""
+    /// From the shutdown signal to exit at most (`shutdown_grace`): the drain's stages share it, and whatever
+    /// is still open when it runs out is closed (a client that never reads, a backend that never answers).
+    package var shutdownGrace: Duration = .seconds(10)
     /// `--backplane` / `[gripproxy] backplane`: join a cluster over Redis (nil: this instance alone).
     package var backplane: RedisBackplane.Configuration?
 

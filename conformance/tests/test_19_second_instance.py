@@ -165,6 +165,29 @@ def test_sigterm_exit_status_zero(env, backend, aux):
     assert code == 0, "exit status %s after SIGTERM; log:\n%s" % (code, target.log_tail())
 
 
+@pytest.mark.beyond_reference
+def test_sigterm_exits_within_shutdown_grace(env, backend, prefix, uid, aux):
+    """`[gripproxy] shutdown_grace`: an exchange that cannot finish (its backend
+    answers after 30 s) does not hold the exit past the grace; a held stream
+    beside it still ends cleanly first."""
+    target = aux("sigterm-grace", aux_routes(env), {"gripproxy": {"shutdown_grace": "2", "backend_timeout": "60"}})
+    tpub = Publisher(target.publish_base)
+    backend.on(prefix + "stuck", Resp(200, body=b"too late\n", delay=30))
+    s = held_stream(backend, prefix, uid, target, tpub)
+    stuck = RawConn(target.port, timeout=40)
+    try:
+        stuck.send(raw_request("GET", prefix + "stuck"))
+        assert wait_until(lambda: any(r.path == prefix + "stuck" for r in backend.requests()), 5)
+        code, took = sigterm_and_wait(target)
+        assert 1.5 <= took < 5, "exited %.1fs after SIGTERM with shutdown_grace=2" % took
+        assert s.wait_end(5) and s.ended, "the stream was not ended"
+        assert stuck.peer_closed(5), "the stuck exchange's client connection was left open"
+    finally:
+        stuck.close()
+        s.close()
+        tpub.close()
+
+
 @pytest.mark.websocket
 @pytest.mark.beyond_reference
 def test_sigterm_closes_websocket_1001(env, backend, uid, aux):

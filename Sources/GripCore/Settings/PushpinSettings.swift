@@ -111,6 +111,8 @@ package struct PushpinSettings: Sendable, Equatable {
     package var clientIdleTimeoutSeconds = 60
     /// `client_maxconn_per_address`: open client connections per source address; 0 is off.
     package var clientMaxConnPerAddress = 0
+    /// `shutdown_grace`: s from `SIGTERM` to exit at most, however the drain goes.
+    package var shutdownGraceSeconds = 10
     /// `websocket_max_message`: client WebSocket message limit (decisions.md W1).
     package var websocketMaxMessage = 1_048_576
     /// `backend_max_connections`: backend connections per target; beyond it requests wait (decisions.md D21).
@@ -475,6 +477,7 @@ private struct Reader {
         if let v = try int("gripproxy/client_head_timeout", minimum: 0) { s.clientHeadTimeoutSeconds = v }
         if let v = try int("gripproxy/client_idle_timeout", minimum: 0) { s.clientIdleTimeoutSeconds = v }
         if let v = try int("gripproxy/client_maxconn_per_address", minimum: 0) { s.clientMaxConnPerAddress = v }
+        if let v = try int("gripproxy/shutdown_grace", minimum: 0) { s.shutdownGraceSeconds = v }
         if let v = try int("gripproxy/websocket_max_message", minimum: 1) { s.websocketMaxMessage = v }
         if let v = try int("gripproxy/backend_max_connections", minimum: 1) { s.backendMaxConnections = v }
         if let v = try int("gripproxy/backend_queue_max", minimum: 0) { s.backendQueueMax = v }
