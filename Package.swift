@@ -29,6 +29,7 @@ let package = Package(
             "GripCore", "GripRedis",
             .product(name: "NIOCore", package: nio), .product(name: "NIOPosix", package: nio),
             .product(name: "NIOHTTP1", package: nio), .product(name: "NIOWebSocket", package: nio),
+            .product(name: "NIOTLS", package: nio),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "NIOExtras", package: "swift-nio-extras"),
             .product(name: "AsyncHTTPClient", package: "async-http-client"),

@@ -36,6 +36,12 @@ struct RunCommand: AsyncParsableCommand {
     @Option(name: .customLong("publish-port"), help: "Publish listener [ADDR:]PORT (default 127.0.0.1:5561).")
     var publishPort: String?
 
+    @Option(name: .customLong("tls-port"), help: "TLS client listener [ADDR:]PORT (repeatable; replaces https_ports).")
+    var tlsPort: [String] = []
+
+    @Option(name: .customLong("tls-certs"), help: "Folder of NAME.crt + NAME.key PEM pairs, chosen by SNI, default.* otherwise (default: runner/certs beside the config file).")
+    var tlsCerts: String?
+
     @Option(name: .long, help: "A routes line, e.g. '* localhost:8000' (repeatable; replaces the routes file).")
     var route: [String] = []
 
@@ -147,6 +153,17 @@ struct RunCommand: AsyncParsableCommand {
             }
             configuration.publish.listen = address
         }
+        if !tlsPort.isEmpty {
+            configuration.client.tlsListen = try tlsPort.map {
+                guard let address = GatewayConfiguration.ListenAddress.parse($0, defaultHost: "0.0.0.0") else {
+                    throw StartupError(description: "invalid --tls-port \($0): expected [ADDR:]PORT")
+                }
+                return address
+            }
+        }
+        // Pushpin's place for certificates: runner/certs beside the config file.
+        let certificates = tlsCerts ?? settings?.tlsCertificates ?? "runner/certs"
+        configuration.client.tlsCertificates = certificates.hasPrefix("/") ? certificates : configDirectory + "/" + certificates
         if let id {
             configuration.publish.listen.port += 10 * id
         }
@@ -222,6 +239,9 @@ struct RunCommand: AsyncParsableCommand {
         configuration.client.headTimeout = settings.clientHeadTimeoutSeconds > 0 ? .seconds(Int64(settings.clientHeadTimeoutSeconds)) : nil
         configuration.client.idleTimeout = settings.clientIdleTimeoutSeconds > 0 ? .seconds(Int64(settings.clientIdleTimeoutSeconds)) : nil
         configuration.client.maxConnectionsPerAddress = settings.clientMaxConnPerAddress
+        configuration.client.tlsListen = settings.httpsPorts.compactMap {
+            GatewayConfiguration.ListenAddress.parse($0, defaultHost: "0.0.0.0")
+        }
         configuration.shutdownGrace = .seconds(settings.shutdownGraceSeconds)
         configuration.webSocket.maxMessageBytes = settings.websocketMaxMessage
         configuration.backend.sigIss = settings.sigIss

@@ -63,12 +63,22 @@ package final class GatewayService: Service, Sendable {
         var clientChannels: [Channel] = []
         let publishChannel: Channel
         var metricsChannel: Channel?
+        var tls: TLSCertificateStore?
         do {
             for address in configuration.client.listen {
                 let channel = try await ClientChannelInitializer.bootstrap(group: group, gateway: context, quiesce: quiesce)
                     .bind(host: address.host, port: address.port).get()
                 clientChannels.append(channel)
                 logger.info("client listener on \(channel.localAddress.map { "\($0)" } ?? "\(address)")")
+            }
+            if !configuration.client.tlsListen.isEmpty {
+                tls = try TLSCertificateStore(directory: configuration.client.tlsCertificates, logger: logger)
+            }
+            for address in configuration.client.tlsListen {
+                let channel = try await ClientChannelInitializer.bootstrap(group: group, gateway: context, quiesce: quiesce, tls: tls)
+                    .bind(host: address.host, port: address.port).get()
+                clientChannels.append(channel)
+                logger.info("TLS client listener on \(channel.localAddress.map { "\($0)" } ?? "\(address)") (certificates: \(tls?.names ?? []))")
             }
             publishChannel = try await PublishChannelInitializer.bootstrap(
                 group: publishGroup, hub: context.hub, configuration: configuration.publish, logger: logger
@@ -88,7 +98,7 @@ package final class GatewayService: Service, Sendable {
         }
 
         await withTaskGroup(of: Void.self) { tasks in
-            tasks.addTask { await self.watchRoutesFile() }
+            tasks.addTask { [tls] in await self.watchFiles(tls: tls) }
             tasks.addTask { await self.refreshTokens() }
             tasks.addTask { await self.trimMemoryAfterCloses() }
             try? await gracefulShutdown()
@@ -169,18 +179,22 @@ package final class GatewayService: Service, Sendable {
         }
     }
 
-    /// routes.md 1: about 1 s after the file changes, re-read it and swap the table; a malformed file keeps
-    /// the old table (decisions D3).
-    private func watchRoutesFile() async {
-        guard let path = configuration.routesFile else { return }
-        var lastStamp = Self.stamp(path)
+    /// routes.md 1: about 1 s after the routes file changes, re-read it and swap the table; a malformed file keeps
+    /// the old table (decisions D3). The TLS certificates are checked on the same tick. SIGHUP reloads both.
+    private func watchFiles(tls: TLSCertificateStore?) async {
+        let path = configuration.routesFile
+        var lastStamp = path.flatMap(Self.stamp)
         while !Task.isCancelled {
             try? await Task.sleep(for: .seconds(1))
-            let stamp = Self.stamp(path)
-            if stamp != lastStamp || ReloadSignal.shared.consume() {
-                lastStamp = stamp
-                await reloadRoutes(from: path)
+            let signalled = ReloadSignal.shared.consume()
+            if let path {
+                let stamp = Self.stamp(path)
+                if stamp != lastStamp || signalled {
+                    lastStamp = stamp
+                    await reloadRoutes(from: path)
+                }
             }
+            tls?.reload()
         }
     }
 

@@ -50,6 +50,9 @@ package struct GatewayConfiguration: Sendable {
         /// Open connections per source address at most (`client_maxconn_per_address`), so one address cannot
         /// take every descriptor; past it, 503 as at `client_maxconn`. 0: no limit.
         package var maxConnectionsPerAddress = 0
+        /// TLS listeners (`https_ports`, `--tls-port`), and where their certificates are (`tls_certs`).
+        package var tlsListen: [ListenAddress] = []
+        package var tlsCertificates = "runner/certs"
         package init() {}
     }
 

@@ -113,6 +113,9 @@ package struct PushpinSettings: Sendable, Equatable {
     package var clientMaxConnPerAddress = 0
     /// `shutdown_grace`: s from `SIGTERM` to exit at most, however the drain goes.
     package var shutdownGraceSeconds = 10
+    /// `tls_certs`: the folder of `NAME.crt` + `NAME.key` pairs for `https_ports` (default: `runner/certs`
+    /// beside the config file, as Pushpin).
+    package var tlsCertificates: String?
     /// `websocket_max_message`: client WebSocket message limit (decisions.md W1).
     package var websocketMaxMessage = 1_048_576
     /// `backend_max_connections`: backend connections per target; beyond it requests wait (decisions.md D21).
@@ -478,6 +481,7 @@ private struct Reader {
         if let v = try int("gripproxy/client_idle_timeout", minimum: 0) { s.clientIdleTimeoutSeconds = v }
         if let v = try int("gripproxy/client_maxconn_per_address", minimum: 0) { s.clientMaxConnPerAddress = v }
         if let v = try int("gripproxy/shutdown_grace", minimum: 0) { s.shutdownGraceSeconds = v }
+        if let e = take("gripproxy/tls_certs"), !e.value.text.isEmpty { s.tlsCertificates = e.value.text }
         if let v = try int("gripproxy/websocket_max_message", minimum: 1) { s.websocketMaxMessage = v }
         if let v = try int("gripproxy/backend_max_connections", minimum: 1) { s.backendMaxConnections = v }
         if let v = try int("gripproxy/backend_queue_max", minimum: 0) { s.backendQueueMax = v }

@@ -3,6 +3,8 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import NIOExtras
+import NIOSSL
+import NIOTLS
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -17,7 +19,9 @@ enum ClientChannelInitializer {
     /// SYN back-off (1, 2, 4, 8, 16, 32 s), which made a 19,000-client WebSocket storm take up to a minute.
     static let listenBacklog: Int32 = 4096
 
-    static func bootstrap(group: EventLoopGroup, gateway: GatewayContext, quiesce: ServerQuiescingHelper?) -> ServerBootstrap {
+    /// `tls`: the listener terminates TLS with these certificates (chosen by SNI).
+    static func bootstrap(group: EventLoopGroup, gateway: GatewayContext, quiesce: ServerQuiescingHelper?,
+                          tls: TLSCertificateStore? = nil) -> ServerBootstrap {
         let writeBufferMax = gateway.configuration.client.writeBufferMax
         let machineConfiguration = HoldStateMachine.Configuration(gateway: gateway)
         return ServerBootstrap(group: group)
@@ -35,12 +39,12 @@ enum ClientChannelInitializer {
             .childChannelOption(.maxMessagesPerRead, value: 4)
             .childChannelOption(.writeBufferWaterMark, value: .init(low: writeBufferMax / 2, high: writeBufferMax))
             .childChannelInitializer { channel in
-                initialize(channel: channel, gateway: gateway, machineConfiguration: machineConfiguration)
+                initialize(channel: channel, gateway: gateway, machineConfiguration: machineConfiguration, tls: tls)
             }
     }
 
     static func initialize(channel: Channel, gateway: GatewayContext,
-                           machineConfiguration: HoldStateMachine.Configuration? = nil) -> EventLoopFuture<Void> {
+                           machineConfiguration: HoldStateMachine.Configuration? = nil, tls: TLSCertificateStore? = nil) -> EventLoopFuture<Void> {
         guard gateway.admitConnection() else {
             // Decisions D16: answer and close, without parsing anything.
             gateway.logger.warning("client_maxconn (\(gateway.configuration.client.maxConnections)) reached; refusing connection")
@@ -61,8 +65,22 @@ enum ClientChannelInitializer {
         channel.closeFuture.whenComplete { _ in gateway.connectionClosed() }
         setKeepAliveTiming(channel)
         return channel.eventLoop.makeCompletedFuture {
+            if let tls { try channel.pipeline.syncOperations.addHandler(serverNameHandler(channel: channel, tls: tls)) }
             try configurePipeline(channel: channel, gateway: gateway, machineConfiguration: machineConfiguration)
         }
+    }
+
+    /// NIO's SNI handler reads the client hello's server name, then the certificate pair it selects (one
+    /// `NIOSSLContext` per pair, not per connection) starts TLS in front of the HTTP handlers.
+    private static func serverNameHandler(channel: Channel, tls: TLSCertificateStore) -> ByteToMessageHandler<SNIHandler> {
+        ByteToMessageHandler(SNIHandler { result in
+            let name: String? = if case .hostname(let host) = result { host } else { nil }
+            return channel.eventLoop.makeCompletedFuture {
+                guard let context = tls.context(forServerName: name) else { throw TLSCertificateError(description: "no certificate") }
+                let sync = channel.pipeline.syncOperations
+                try sync.addHandler(NIOSSLServerHandler(context: context), position: .before(try sync.handler(type: HTTPResponseEncoder.self)))
+            }
+        })
     }
 
     /// NIO's HTTP/1.1 server pipeline, assembled here rather than by `configureHTTPServerPipeline` so that the

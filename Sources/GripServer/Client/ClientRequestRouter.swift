@@ -1,5 +1,7 @@
 import GripCore
+import NIOCore
 import NIOHTTP1
+import NIOSSL
 
 /// Chooses the route for a client request head, for plain HTTP and WebSocket handshakes alike (routes.md 1):
 /// `Pushpin-Route` when `accept_pushpin_route` is on, else the first route whose condition matches host,
@@ -36,6 +38,11 @@ struct ClientRequestRouter {
         }
         return .routed(route, request)
     }
+}
+
+extension Channel {
+    /// The connection came through a TLS listener (read once per connection or handshake, not per request).
+    var isTLS: Bool { (try? pipeline.syncOperations.handler(type: NIOSSLServerHandler.self)) != nil }
 }
 
 extension HTTPRequestHead {

@@ -45,6 +45,8 @@ final class HTTPProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var reading = false
     /// The client's IP address, read once per connection (each read builds a string); empty when unknown.
     private var clientAddress: String?
+    /// The connection came through a TLS listener; read with `clientAddress`.
+    private var isTLS = false
     /// The clock between requests (`client_idle_timeout`, `client_head_timeout`), sharing the machine's deadline slot.
     private var requestClock = RequestClock()
 
@@ -102,8 +104,11 @@ final class HTTPProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
             requestClock.headReceived()
             headsReceived += 1
             gateway.metrics.requestReceived.increment()
-            if clientAddress == nil { clientAddress = context.channel.remoteAddress?.ipAddress ?? "" }
-            let (exchange, request) = ProxyExchange.admit(head, clientAddress: clientAddress.flatMap { $0.isEmpty ? nil : $0 },
+            if clientAddress == nil {
+                clientAddress = context.channel.remoteAddress?.ipAddress ?? ""
+                isTLS = context.channel.isTLS
+            }
+            let (exchange, request) = ProxyExchange.admit(head, clientAddress: clientAddress.flatMap { $0.isEmpty ? nil : $0 }, isTLS: isTLS,
                                                           keepAliveJitter: shard?.keepAliveJitter() ?? .zero,
                                                           gateway: gateway, handshake: handshake)
             if !head.asksForWebSocket { handshake = nil }

@@ -32,8 +32,8 @@ struct ProxyExchange {
 
     /// Routes a request head (routes.md 1) and says what the machine is to do with it: forward it, or answer at once
     /// (head over `client_buffer_size`, no route, a refused WebSocket handshake, WebSocket events sent directly).
-    static func admit(_ head: HTTPRequestHead, clientAddress: String?, keepAliveJitter: TimeAmount, gateway: GatewayContext,
-                      handshake: WebSocketHandshake?) -> (ProxyExchange, HoldStateMachine.Request) {
+    static func admit(_ head: HTTPRequestHead, clientAddress: String?, isTLS: Bool, keepAliveJitter: TimeAmount,
+                      gateway: GatewayContext, handshake: WebSocketHandshake?) -> (ProxyExchange, HoldStateMachine.Request) {
         let fields = head.headers.fields
         var request = HoldStateMachine.Request(
             isHEAD: head.method == .HEAD, isHTTP10: head.version.minor == 0, keepAlive: head.isKeepAlive,
@@ -54,10 +54,10 @@ struct ProxyExchange {
             request.keepAlive = false
             request.disposition = answer(431, "Request header fields too large.\n")
             let original = OriginalRequest(method: head.method, uri: head.uri, version: head.version, headers: [],
-                                           body: nil, clientAddress: nil, isTLS: false)
+                                           body: nil, clientAddress: nil, isTLS: isTLS)
             return (ProxyExchange(request: original), request)
         }
-        switch ClientRequestRouter(gateway: gateway).route(head, clientAddress: clientAddress) {
+        switch ClientRequestRouter(gateway: gateway).route(head, clientAddress: clientAddress, isTLS: isTLS) {
         case .noRoute(let host, let unrouted):
             let exchange = ProxyExchange(request: unrouted)
             exchange.logAccess(gateway.logger, status: 502, hold: nil)
