@@ -66,3 +66,26 @@ let package = Package(
         ]),
     ]
 )
+
+// libFuzzer targets for GripCore's parsers (fuzz/README.md). Declared only with GRIPPROXY_FUZZ=1: they must be built
+// with `-sanitize=fuzzer`, whose runtime supplies `main`, so ordinary builds and tests must never see them.
+// They live in this package, not a separate one, because GripCore's API is `package`-level.
+if Context.environment["GRIPPROXY_FUZZ"] == "1" {
+    package.targets.append(.target(
+        name: "FuzzSupport", dependencies: ["GripCore"], path: "fuzz/Sources/FuzzSupport",
+        // `@_extern(c)`: a C declaration of libFuzzer's driver without a C target.
+        swiftSettings: [.enableExperimentalFeature("Extern")]
+    ))
+    for name in [
+        "FuzzGripInstruction", "FuzzRoutesFile", "FuzzPushpinSettings", "FuzzPublishRequest",
+        "FuzzWebSocketEvents", "FuzzControlMessage", "FuzzPerMessageDeflate", "FuzzJSONPatch",
+    ] {
+        package.targets.append(.executableTarget(
+            name: name,
+            dependencies: ["GripCore", "FuzzSupport", .product(name: "NIOCore", package: nio)],
+            path: "fuzz/Sources/\(name)",
+            // No top-level code and no @main: each target hands SwiftPM's renamed `main` to libFuzzer (FuzzSupport).
+            swiftSettings: [.unsafeFlags(["-parse-as-library"])]
+        ))
+    }
+}

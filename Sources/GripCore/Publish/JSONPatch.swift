@@ -18,13 +18,19 @@ package struct JSONPatchError: Error, Equatable, CustomStringConvertible {
 /// overwrites) and accepts the index equal to the length; the pointer `""` is the whole document
 /// and `"/"` names the key `""` (Pushpin treats `"/"` as the document).
 package enum JSONPatch {
+    /// How much one patch's `copy` operations may add to the document, in `weight` units (about bytes of
+    /// JSON). Copies share storage, so without a cap a patch of 40 `copy` operations (1.5 KB), each putting
+    /// the whole document into itself, makes a document of 2^40 values that serializing walks in full.
+    package static let maximumCopiedWeight = 1 << 20
+
     /// Applies the operations array `ops` to `document`, in order. Any failing operation fails
     /// the whole patch (RFC 6902 section 5).
     package static func apply(_ ops: JSONValue, to document: JSONValue) throws(JSONPatchError) -> JSONValue {
         guard case .array(let operations) = ops else { throw JSONPatchError("patch is not an array") }
         var out = document
+        var copyBudget = maximumCopiedWeight
         for operation in operations {
-            try apply(operation: operation, to: &out)
+            try apply(operation: operation, to: &out, copyBudget: &copyBudget)
         }
         return out
     }
@@ -49,7 +55,7 @@ package enum JSONPatch {
         return out
     }
 
-    private static func apply(operation: JSONValue, to document: inout JSONValue) throws(JSONPatchError) {
+    private static func apply(operation: JSONValue, to document: inout JSONValue, copyBudget: inout Int) throws(JSONPatchError) {
         guard case .object(let op) = operation else { throw JSONPatchError("invalid op") }
         let type = try requiredString(op, "op")
         let path = try pointer(try requiredString(op, "path"))
@@ -79,6 +85,8 @@ package enum JSONPatch {
         case "copy":
             let from = try pointer(try requiredString(op, "from"))
             guard let value = value(at: from, in: document) else { throw JSONPatchError("location does not exist") }
+            copyBudget -= weight(of: value, limit: copyBudget + 1)
+            guard copyBudget >= 0 else { throw JSONPatchError("copies exceed the size limit") }
             try add(value, at: path, in: &document)
 
         case "test":
@@ -103,6 +111,30 @@ package enum JSONPatch {
     private static func requiredValue(_ op: [String: JSONValue]) throws(JSONPatchError) -> JSONValue {
         guard let value = op["value"] else { throw JSONPatchError("op does not contain 'value'") }
         return value
+    }
+
+    /// One per value, plus the UTF-8 bytes of strings and keys; counting stops once past `limit`, so the cost
+    /// is at most `limit` whatever the (shared) size of `value`.
+    private static func weight(of value: JSONValue, limit: Int) -> Int {
+        var total = 0
+        var pending = [value]
+        while let next = pending.popLast(), total <= limit {
+            total += 1
+            switch next {
+            case .string(let text):
+                total += text.utf8.count
+            case .array(let elements):
+                pending.append(contentsOf: elements)
+            case .object(let members):
+                for (key, member) in members {
+                    total += key.utf8.count
+                    pending.append(member)
+                }
+            case .null, .bool, .integer, .double:
+                break
+            }
+        }
+        return total
     }
 
     // MARK: JSON Pointer (RFC 6901)
