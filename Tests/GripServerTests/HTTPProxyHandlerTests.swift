@@ -194,4 +194,55 @@ import Testing
         #expect(fixture.shard.subscriberCount(of: "gone") == 0)
         try await fixture.shutdown()
     }
+
+    // MARK: Between requests (RequestClock: client_idle_timeout 60 s, client_head_timeout 10 s by default)
+
+    @Test func aConnectionThatNeverSendsARequestIsClosedAtTheIdleTimeout() async throws {
+        let fixture = try makeServerPipelineFixture()
+        let opened = fixture.shard.coarseNow
+        fixture.shard.sweep(now: opened + .seconds(59))
+        #expect(fixture.channel.isActive)
+        fixture.shard.sweep(now: opened + .seconds(60))
+        fixture.loop.run()
+        #expect(!fixture.channel.isActive)
+        #expect(try fixture.written().isEmpty)
+        try await fixture.shutdown()
+    }
+
+    @Test func aRequestHeadDribbledPastTheHeadTimeoutGets408() async throws {
+        let fixture = try makeServerPipelineFixture()
+        let start = fixture.shard.coarseNow
+        try fixture.send("GET /stream?channel=slow HTTP/1.1\r\nHost: exa")
+        try fixture.send("mple.com\r\nX-Slow: 1")
+        fixture.shard.sweep(now: start + .seconds(9))
+        #expect(fixture.channel.isActive)
+        fixture.shard.sweep(now: start + .seconds(10))
+        fixture.loop.run()
+        let output = try fixture.written()
+        #expect(output.hasPrefix("HTTP/1.1 408 Request Timeout\r\n"))
+        #expect(output.contains("Connection: close\r\n"))
+        #expect(!fixture.channel.isActive)
+        #expect(fixture.shard.subscriberCount(of: "slow") == 0)
+        try await fixture.shutdown()
+    }
+
+    @Test func heldAndAnsweredRequestsAreNotIdleButTheGapAfterThemIs() async throws {
+        let fixture = try makeServerPipelineFixture()
+        let start = fixture.shard.coarseNow
+        try fixture.send(get("/response?channel=waiting"))
+        // Held past both timeouts: an exchange in progress is the machine's (55 s hold), not the clock's.
+        fixture.shard.sweep(now: start + .seconds(50))
+        #expect(fixture.channel.isActive)
+        #expect(try fixture.written().isEmpty)
+        fixture.publish([responseItem("waiting", "done\n")])
+        #expect(try fixture.written().hasSuffix("\r\n\r\ndone\n"))
+        // Kept alive after its answer, then idle from the answer on.
+        let answered = fixture.shard.coarseNow
+        fixture.shard.sweep(now: answered + .seconds(59))
+        #expect(fixture.channel.isActive)
+        fixture.shard.sweep(now: answered + .seconds(60))
+        fixture.loop.run()
+        #expect(!fixture.channel.isActive)
+        try await fixture.shutdown()
+    }
 }
