@@ -101,7 +101,7 @@ package enum JSONValue: Sendable, Equatable {
             case "c", "B":
                 self = .bool(number.boolValue)
             case "d", "f":
-                self = .double(number.doubleValue)
+                self = .double(Self.exactDouble(number))
             case "Q":
                 let value = number.uint64Value
                 self = value <= UInt64(Int.max) ? .integer(Int(value)) : .double(number.doubleValue)
@@ -129,6 +129,13 @@ package enum JSONValue: Sendable, Equatable {
         }
     }
 
+    /// Foundation on Linux reads numbers of 17 or more significant digits as `NSDecimalNumber`, whose `doubleValue`
+    /// is not correctly rounded (a unit in the last place off, found by fuzzing): those are read from their digits.
+    private static func exactDouble(_ number: NSNumber) -> Double {
+        guard let decimal = number as? NSDecimalNumber else { return number.doubleValue }
+        return Double(decimal.stringValue) ?? decimal.doubleValue
+    }
+
     /// The general conversion's number cases, with the one-character type code read in place
     /// instead of through a String.
     private init(number: NSNumber) {
@@ -138,7 +145,7 @@ package enum JSONValue: Sendable, Equatable {
         case UInt8(ascii: "c"), UInt8(ascii: "B"):
             self = .bool(number.boolValue)
         case UInt8(ascii: "d"), UInt8(ascii: "f"):
-            self = .double(number.doubleValue)
+            self = .double(Self.exactDouble(number))
         case UInt8(ascii: "Q"):
             let value = number.uint64Value
             self = value <= UInt64(Int.max) ? .integer(Int(value)) : .double(number.doubleValue)
