@@ -63,4 +63,21 @@ import Testing
         wheel.schedule(1, 1, at: 10 * ms)
         #expect(wheel.advance(to: 1_100 * ms) == [1])
     }
+
+    /// A thousand deadlines in one tick (a channel's long-polls re-polling together), then gone, by expiry or
+    /// by cancel: the slot keeps no room for them (bench/soak: slots that never shrank held ~80 MB).
+    @Test func emptiedSlotsReleaseTheirStorage() {
+        var wheel = DeadlineWheel<Int, Int>(tickNanoseconds: 100, slotCount: 8)
+        var slots: [Int: Int] = [:]
+        for key in 0..<1000 { slots[key] = wheel.schedule(key, key, at: 1_000) }
+        #expect(wheel.capacity >= 1000)
+        #expect(wheel.advance(to: 1_000).count == 1000)
+        #expect(wheel.capacity == 0)
+        for key in 0..<1000 { slots[key] = wheel.schedule(key, key, at: 5_000) }
+        for key in 0..<999 { wheel.cancel(key, slot: slots[key]!) }
+        #expect(wheel.capacity >= 1)
+        wheel.cancel(999, slot: slots[999]!)
+        #expect(wheel.capacity == 0)
+        #expect(wheel.count == 0)
+    }
 }
