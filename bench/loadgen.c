@@ -1,7 +1,7 @@
 /*
  * loadgen: the benchmark's load generator (one epoll loop per process, no threads).
  *
- *   loadgen hold --target IP:PORT --src IP --count N --path PATH [--mode stream|ws|longpoll]
+ *   loadgen hold --target IP:PORT --src IP --count N --path PATH [--mode stream|sse|ws|longpoll]
  *                [--spread K --index-base B] [--max-pending P] [--retries R] [--retry-delay-ms D]
  *                [--ready-timeout S] [--lat-file PREFIX] [--max-seconds S]
  *
@@ -10,6 +10,10 @@
  *       channel prefix: "/stream?channel=mc" asks for channels mc0 .. mc<K-1>).
  *         stream    GET, 200 (chunked or not), ready at the body line "[stream opened]"; every later
  *                   body line is a message.
+ *         sse       GET with "Accept: text/event-stream"; the answer must be 200 with Content-Type
+ *                   text/event-stream; the body is read as Server-Sent Events: the value of each
+ *                   "data:" line is taken as a stream body line (ready at "[stream opened]", then
+ *                   each "M..." value is a message); blank lines, comments and other fields are skipped.
  *         ws        WebSocket handshake (GET + Upgrade), ready at "101"; every text message (server
  *                   frames are unmasked; fragments joined) is a message; pings answered with a pong.
  *         longpoll  GET, ready when the request is written; each response body (Content-Length,
@@ -28,6 +32,10 @@
  *                          line (see report()) and write the latencies (float64 microseconds,
  *                          one per delivery) to PREFIX.<k>
  *           WAITT D T I    the same, but done when this process got D messages in total
+ *           STATS          print one JSON line at once: counters since RESET (clients live and
+ *                          connected, deliveries, closed by the server, long-poll counters) and the
+ *                          latencies since the previous STATS (n, p50, p99, max), which it then
+ *                          forgets (so a long run's latency list stays small)
  *           QUIT           close everything (WebSockets send a close frame first) and exit
  *       End of stdin also ends the process, and so does --max-seconds (default 1800).
  *
@@ -35,12 +43,14 @@
  *       before it wrote the publish request, so the latency is measured on one clock across processes.
  *
  *   loadgen pub --target IP:PORT --src IP --channel C --count M --concurrency K
- *               [--first-seq S] [--pad B] [--formats stream,ws,response] [--channels K2 --seed X]
+ *               [--first-seq S] [--pad B] [--formats stream,ws,response|sse] [--channels K2 --seed X]
  *               [--interval-ms I] [--max-seconds S]
  *
  *       Sends M publishes of one item each, K in flight. The item has the formats asked for
  *       (default http-stream), each with the content "M<seq> <t_ns> <B bytes of padding>" (plus a
- *       newline for http-stream and http-response). seq runs S..S+M-1 in sending order. The channel
+ *       newline for http-stream and http-response). Format sse is an http-stream item framed as one
+ *       Server-Sent Event: "data: M<seq> <t_ns> <padding>\n\n" (instead of stream; not with it).
+ *       seq runs S..S+M-1 in sending order. The channel
  *       is C, or with --channels K2 C followed by a pseudo-random number below K2 (seeded). With
  *       --interval-ms the i-th publish is not sent before first + i*I ms. Connections are kept
  *       alive and reused unless the server answers "Connection: close" (or without a length).
@@ -158,7 +168,7 @@ static double pct(const vec_t *a, double p) {
 
 /* ---------------------------------------------------------------- hold mode */
 
-enum { M_STREAM, M_WS, M_LONGPOLL };
+enum { M_STREAM, M_WS, M_LONGPOLL, M_SSE };
 enum { C_FREE, C_CONNECTING, C_HEAD, C_OPEN, C_DEAD };
 enum { B_RAW, B_SIZE, B_SIZE_EXT, B_DATA, B_DATA_CR, B_TRAILER, B_LEN, B_END };
 
@@ -282,18 +292,27 @@ static void mark_ready(conn_t *c) {
 static void on_line(conn_t *c, int64_t t) {
     if (c->overlong) return;
     c->line[c->linelen] = 0;
-    if (!c->ready && mode == M_STREAM) {
-        if (strcmp(c->line, "[stream opened]") == 0) mark_ready(c);
+    const char *line = c->line;
+    size_t llen = c->linelen;
+    if (mode == M_SSE) {
+        /* only "data:" lines carry anything; blank lines end events, ":" lines are comments */
+        if (strncmp(line, "data:", 5) != 0) return;
+        line += 5;
+        if (*line == ' ') line++;
+        llen = strlen(line);
+    }
+    if (!c->ready && (mode == M_STREAM || mode == M_SSE)) {
+        if (strcmp(line, "[stream opened]") == 0) mark_ready(c);
         else foreign_lines++;
         return;
     }
-    if (c->line[0] != 'M') {
-        if (mode == M_LONGPOLL && c->linelen) lp_timeouts++;
-        else if (c->linelen) foreign_lines++;
+    if (line[0] != 'M') {
+        if (mode == M_LONGPOLL && llen) lp_timeouts++;
+        else if (llen) foreign_lines++;
         return;
     }
     char *end;
-    long long seq = strtoll(c->line + 1, &end, 10);
+    long long seq = strtoll(line + 1, &end, 10);
     long long tns = strtoll(end, &end, 10);
     total_msgs++;
     c->got_msg = 1;
@@ -456,6 +475,9 @@ static int send_request(conn_t *c) {
                        "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: gripproxy-bench\r\nUpgrade: websocket\r\n"
                        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
                        "Sec-WebSocket-Version: 13\r\n\r\n", path, target_str);
+    else if (mode == M_SSE)
+        len = snprintf(reqbuf, sizeof reqbuf, "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: gripproxy-bench\r\n"
+                       "Accept: text/event-stream\r\n\r\n", path, target_str);
     else
         len = snprintf(reqbuf, sizeof reqbuf, "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: gripproxy-bench\r\n\r\n",
                        path, target_str);
@@ -549,6 +571,11 @@ static void handle_conn(conn_t *c, uint32_t events, char *buf, size_t bufsz) {
             }
             for (char *q = c->head; q < e; q++) *q = (char)tolower((unsigned char)*q);
             *e = 0;
+            if (mode == M_SSE && !strstr(c->head, "\r\ncontent-type: text/event-stream")) {
+                conn_fail_why(c, "not text/event-stream");
+                conn_fail(c, retry_delay_ns);
+                return;
+            }
             char *cl = strstr(c->head, "\r\ncontent-length:");
             int chunked = strstr(c->head, "\r\ntransfer-encoding: chunked") != NULL;
             c->keepalive = strstr(c->head, "\r\nconnection: close") == NULL && strncmp(c->head, "http/1.0", 8) != 0;
@@ -673,6 +700,29 @@ static void report(int64_t t) {
     free(sorted.v);
 }
 
+/* STATS: counters now, and the latencies since the previous STATS (then forgotten). */
+static void stats_report(void) {
+    int nlive = 0, connected = 0;
+    uint64_t dups = 0;
+    for (int i = 0; i < nconns; i++) {
+        conn_t *c = &conns[i];
+        if (live(c)) nlive++;
+        if (c->fd >= 0 && c->state == C_OPEN) connected++;
+        dups += c->dups;
+    }
+    if (lats.n) qsort(lats.v, lats.n, sizeof(double), cmp_double);
+    printf("{\"live\":%d,\"connected\":%d,\"ready\":%d,\"failed\":%d,\"deliveries\":%llu,\"dups\":%llu,"
+           "\"closed_by_server\":%d,\"foreign_lines\":%llu,\"lp_reissues\":%llu,\"lp_errors\":%llu,"
+           "\"lp_reconnects\":%llu,\"lp_timeouts\":%llu,\"lat_n\":%zu,\"lat_us_p50\":%.1f,\"lat_us_p99\":%.1f,"
+           "\"lat_us_max\":%.1f,\"cpu_s\":%.3f}\n",
+           nlive, connected, nready, nfailed, (unsigned long long)total_msgs, (unsigned long long)dups,
+           ndead_after_ready, (unsigned long long)foreign_lines, (unsigned long long)lp_reissues,
+           (unsigned long long)lp_errors, (unsigned long long)lp_reconnects, (unsigned long long)lp_timeouts,
+           lats.n, pct(&lats, 0.5), pct(&lats, 0.99), lats.n ? lats.v[lats.n - 1] : -1.0, cpu_seconds());
+    fflush(stdout);
+    lats.n = 0;
+}
+
 static char cmdbuf[4096];
 static size_t cmdlen;
 
@@ -699,6 +749,8 @@ static int handle_stdin(void) {
             wait_deadline = wait_started + (int64_t)tmo * 1000000;
             wait_idle_ns = (int64_t)idle * 1000000;
             waiting = 1;
+        } else if (strncmp(line, "STATS", 5) == 0) {
+            stats_report();
         } else if (strncmp(line, "QUIT", 4) == 0) {
             return 0;
         }
@@ -734,7 +786,8 @@ static int hold_main(int argc, char **argv) {
     if (!strcmp(modestr, "stream")) mode = M_STREAM;
     else if (!strcmp(modestr, "ws")) mode = M_WS;
     else if (!strcmp(modestr, "longpoll")) mode = M_LONGPOLL;
-    else { fprintf(stderr, "loadgen hold: --mode stream|ws|longpoll\n"); return 2; }
+    else if (!strcmp(modestr, "sse")) mode = M_SSE;
+    else { fprintf(stderr, "loadgen hold: --mode stream|sse|ws|longpoll\n"); return 2; }
     if (max_retries > 250) max_retries = 250;
     retry_delay_ns = (int64_t)retry_delay_ms * 1000000;
     struct sockaddr_in dst = parse_addr(target_str, 1), src = parse_addr(srcs, 0);
@@ -856,7 +909,8 @@ static int pub_main(int argc, char **argv) {
     if (conc < 1) conc = 1;
     if (nchannels < 0 || nchannels > 1000000) nchannels = 0;
     int f_stream = strstr(formats, "stream") != NULL, f_ws = strstr(formats, "ws") != NULL,
-        f_resp = strstr(formats, "response") != NULL;
+        f_resp = strstr(formats, "response") != NULL, f_sse = strstr(formats, "sse") != NULL;
+    if (f_sse && f_stream) { fprintf(stderr, "loadgen pub: formats sse and stream are both http-stream\n"); return 2; }
     struct sockaddr_in dst = parse_addr(target, 1), src = parse_addr(srcs, 0);
     src.sin_port = 0;
     epfd = epoll_create1(EPOLL_CLOEXEC);
@@ -891,6 +945,7 @@ static int pub_main(int argc, char **argv) {
             int blen = snprintf(body, reqcap, "{\"items\":[{\"channel\":\"%s\",\"formats\":{", ch);            \
             const char *sep = "";                                                                              \
             if (f_stream) { blen += snprintf(body + blen, reqcap - blen, "%s\"http-stream\":{\"content\":\"%s%s\\n\"}", sep, msg, padding); sep = ","; } \
+            if (f_sse) { blen += snprintf(body + blen, reqcap - blen, "%s\"http-stream\":{\"content\":\"data: %s%s\\n\\n\"}", sep, msg, padding); sep = ","; } \
             if (f_ws) { blen += snprintf(body + blen, reqcap - blen, "%s\"ws-message\":{\"content\":\"%s%s\"}", sep, msg, padding); sep = ","; } \
             if (f_resp) { blen += snprintf(body + blen, reqcap - blen, "%s\"http-response\":{\"body\":\"%s%s\\n\"}", sep, msg, padding); sep = ","; } \
             blen += snprintf(body + blen, reqcap - blen, "}}]}");                                              \
