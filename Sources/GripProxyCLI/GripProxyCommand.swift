@@ -23,6 +23,11 @@ struct StartupError: Error, CustomStringConvertible {
     var description: String
 }
 
+/// Why a reloaded config file was not used (the same checks as at start-up).
+struct ReloadError: Error, CustomStringConvertible {
+    var description: String
+}
+
 /// `gripproxy [run]`: the gateway. Flags mirror `pushpin`'s (routes.md 5, decisions D4, D9, D10).
 struct RunCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "run", abstract: "Run the gateway (the default).")
@@ -89,21 +94,31 @@ struct RunCommand: AsyncParsableCommand {
                 throw ExitCode(2)
             }
         }
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = logLevel
-            return handler
-        }
+        // The level is the process's, so that a reload (SIGHUP) changes it for every logger.
+        LogLevelSwitch.shared.level = logLevel
+        LoggingSystem.bootstrap { label in SwitchedLevelLogHandler(label: label) }
         let logger = Logger(label: "gripproxy")
         for warning in pendingWarnings.value { logger.warning("\(warning)") }
 
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        // SIGHUP reads the config file again, the same way, with the same flags over it.
+        let command = self
+        let source: GatewayService.ConfigurationSource? = config == nil ? nil : { @Sendable in
+            pendingWarnings.value = []
+            defer { pendingWarnings.value = [] }
+            do {
+                let (configuration, level) = try command.buildConfiguration()
+                return (configuration, level, pendingWarnings.value)
+            } catch let error as StartupError {
+                throw ReloadError(description: error.description)
+            }
+        }
         let gateway = GatewayService(configuration: configuration, logger: logger, renderMetrics: {
             var buffer: [UInt8] = []
             registry.emit(into: &buffer)
             return buffer
-        })
+        }, configurationSource: source)
         let hangup = installHangupHandler()
         let group = ServiceGroup(configuration: .init(
             services: [gateway], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger
@@ -112,7 +127,7 @@ struct RunCommand: AsyncParsableCommand {
         withExtendedLifetime(hangup) {}
     }
 
-    /// SIGHUP asks the routes watcher to reload (routes.md 1).
+    /// SIGHUP asks the file watcher to reload the routes (routes.md 1), the certificates and the config file.
     private func installHangupHandler() -> DispatchSourceSignal {
         signal(SIGHUP, SIG_IGN)
         let source = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
@@ -244,6 +259,7 @@ struct RunCommand: AsyncParsableCommand {
         }
         configuration.shutdownGrace = .seconds(settings.shutdownGraceSeconds)
         configuration.webSocket.maxMessageBytes = settings.websocketMaxMessage
+        configuration.webSocket.pingInterval = settings.websocketPingIntervalSeconds > 0 ? .seconds(Int64(settings.websocketPingIntervalSeconds)) : nil
         configuration.backend.sigIss = settings.sigIss
         configuration.backend.sigKey = settings.sigKey
         configuration.backend.debug = settings.debug

@@ -21,11 +21,18 @@ package final class GatewayService: Service, Sendable {
 
     private let renderMetrics: (@Sendable () -> [UInt8])?
 
+    /// Reads the configuration again (the config file, with the command line's flags over it), for a reload.
+    package typealias ConfigurationSource = @Sendable () throws -> (configuration: GatewayConfiguration, logLevel: Logger.Level, warnings: [String])
+    private let configurationSource: ConfigurationSource?
+
     /// `renderMetrics` produces the Prometheus text for `GET /metrics` when `metricsListen` is set.
-    package init(configuration: GatewayConfiguration, logger: Logger, renderMetrics: (@Sendable () -> [UInt8])? = nil) {
+    /// `configurationSource`: what `SIGHUP` reloads (nil: no config file, nothing to reload but routes).
+    package init(configuration: GatewayConfiguration, logger: Logger, renderMetrics: (@Sendable () -> [UInt8])? = nil,
+                 configurationSource: ConfigurationSource? = nil) {
         var configuration = configuration
         configuration.client.maxConnections = DescriptorBudget.clientConnections(for: configuration, logger: logger)
         self.renderMetrics = renderMetrics
+        self.configurationSource = configurationSource
         self.configuration = configuration
         self.logger = logger
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.eventLoopThreads))
@@ -180,13 +187,19 @@ package final class GatewayService: Service, Sendable {
     }
 
     /// routes.md 1: about 1 s after the routes file changes, re-read it and swap the table; a malformed file keeps
-    /// the old table (decisions D3). The TLS certificates are checked on the same tick. SIGHUP reloads both.
+    /// the old table (decisions D3). The TLS certificates are checked on the same tick. SIGHUP reloads both, and
+    /// the config file (`reloadSettings`).
     private func watchFiles(tls: TLSCertificateStore?) async {
-        let path = configuration.routesFile
+        var running = configuration
+        var path = configuration.routesFile
         var lastStamp = path.flatMap(Self.stamp)
         while !Task.isCancelled {
             try? await Task.sleep(for: .seconds(1))
             let signalled = ReloadSignal.shared.consume()
+            if signalled, let configurationSource, let next = reloadSettings(running: running, source: configurationSource) {
+                running = next
+                path = next.routesFile ?? path
+            }
             if let path {
                 let stamp = Self.stamp(path)
                 if stamp != lastStamp || signalled {
@@ -196,6 +209,43 @@ package final class GatewayService: Service, Sendable {
             }
             tls?.reload()
         }
+    }
+
+    /// SIGHUP: the config file is read again. What can change live does (`LiveSettings`, the log level, the
+    /// routes file's name); every other key that changed is logged as needing a restart. A file that does not
+    /// parse changes nothing. Returns the configuration now running, or nil when nothing was applied.
+    private func reloadSettings(running: GatewayConfiguration, source: ConfigurationSource) -> GatewayConfiguration? {
+        let loaded: (configuration: GatewayConfiguration, logLevel: Logger.Level, warnings: [String])
+        do {
+            loaded = try source()
+        } catch {
+            context.metrics.configReloadsRejected.increment()
+            logger.error("config reload rejected, keeping the current settings: \(error)")
+            return nil
+        }
+        for warning in loaded.warnings { logger.warning("\(warning)") }
+        var next = loaded.configuration
+        next.client.maxConnections = DescriptorBudget.clientConnections(for: next, logger: logger)
+        let settings = LiveSettings(next)
+        var applied = settings.changes(from: LiveSettings(running))
+        let restartOnly = next.restartOnlyChanges(from: running)
+        var now = running
+        settings.apply(to: &now)
+        if !applied.isEmpty { context.live.publish(settings, configuration: now) }
+        if loaded.logLevel != LogLevelSwitch.shared.level {
+            applied.append("log_level \(LogLevelSwitch.shared.level) -> \(loaded.logLevel)")
+            LogLevelSwitch.shared.level = loaded.logLevel
+        }
+        if let file = next.routesFile, file != running.routesFile {
+            applied.append("routesfile \(running.routesFile ?? "none") -> \(file)")
+            now.routesFile = file
+        }
+        context.metrics.configReloads.increment()
+        logger.notice("config reloaded: \(applied.isEmpty ? "no live setting changed" : applied.joined(separator: ", "))")
+        for key in restartOnly {
+            logger.warning("config reload: \(key) changed; it takes effect after a restart")
+        }
+        return now
     }
 
     package func reloadRoutes(from path: String) async {

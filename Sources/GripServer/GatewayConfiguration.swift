@@ -97,6 +97,11 @@ package struct GatewayConfiguration: Sendable {
         package var maxMessageBytes = 1_048_576
         /// Message content batched into one WebSocket-over-HTTP request (websocket-over-http 4).
         package var maxRequestContentBytes = 200_000
+        /// Liveness pings to WebSocket clients every interval (`websocket_ping_interval`); a client that sends
+        /// nothing in the interval after a ping is dropped. Off by default, as in Pushpin: TCP keep-alive
+        /// (decisions W8) finds dead peers on a direct connection. Behind a proxy or load balancer that
+        /// keeps its own TCP connection, only a WebSocket ping reaches the client. Nil: off.
+        package var pingInterval: TimeAmount?
         package init() {}
     }
 

@@ -12,8 +12,8 @@ package final class GatewayContext: Sendable {
     package let hub: Hub
     package let logger: Logger
     package let metrics: GatewayMetrics
-    /// `client_idle_timeout` and `client_head_timeout`, for every connection's `RequestClock`.
-    let requestLimits: RequestClock.Limits
+    /// What a `SIGHUP` reload may change, one copy per event loop (read it with `settings(on:)`).
+    package let live: LiveSettingsBoard
     private let openConnections = NIOLockedValueBox(0)
     /// Open connections per source address, kept only when `client_maxconn_per_address` is set. Taken at
     /// accept and close only, never on the subscribe, publish or delivery paths.
@@ -27,14 +27,16 @@ package final class GatewayContext: Sendable {
         self.backend = backend
         self.hub = hub
         self.logger = logger
-        self.requestLimits = RequestClock.Limits(idleTimeout: configuration.client.idleTimeout,
-                                                 headTimeout: configuration.client.headTimeout)
+        self.live = LiveSettingsBoard(loops: hub.eventLoops, configuration: configuration)
     }
 
-    /// Counts a new client connection; false when `client_maxconn` is reached (decisions D16).
-    package func admitConnection() -> Bool {
+    /// The live settings for a connection on `loop`. Must be called on that loop.
+    package func settings(on loop: EventLoop) -> LiveSettings { live.settings(on: loop) }
+
+    /// Counts a new client connection; false when `limit` (`client_maxconn`) is reached (decisions D16).
+    package func admitConnection(limit: Int) -> Bool {
         let count: Int? = openConnections.withLockedValue { count in
-            guard count < configuration.client.maxConnections else { return nil }
+            guard count < limit else { return nil }
             count += 1
             return count
         }
@@ -58,8 +60,7 @@ package final class GatewayContext: Sendable {
 
     /// Counts a connection from `address` against `client_maxconn_per_address`; false (and counted as refused)
     /// when that address already has as many open. Each true is paired with one `addressClosed`.
-    package func admitAddress(_ address: String) -> Bool {
-        let limit = configuration.client.maxConnectionsPerAddress
+    package func admitAddress(_ address: String, limit: Int) -> Bool {
         let admitted = connectionsByAddress.withLockedValue { counts in
             guard counts[address, default: 0] < limit else { return false }
             counts[address, default: 0] += 1

@@ -27,7 +27,7 @@ import Testing
     private func session(grip: GripWebSocketExtension? = GripWebSocketExtension(), implicit: [String] = []) -> Session {
         var session = Session(gripExtension: grip,
                               control: WebSocketControlState(channelPrefix: "p/", maxSubscriptions: 20, jitterSeed: Self.seed))
-        _ = session.start(implicitChannels: implicit)
+        _ = session.start(implicitChannels: implicit, now: Self.t0)
         return session
     }
 
@@ -43,7 +43,7 @@ import Testing
     @Test func startSubscribesTheImplicitChannels() {
         var session = Session(gripExtension: nil,
                               control: WebSocketControlState(channelPrefix: "p/", maxSubscriptions: 20, jitterSeed: Self.seed))
-        #expect(session.start(implicitChannels: ["p/a", "test"]) == [.subscribe(channel: "p/a"), .subscribe(channel: "test")])
+        #expect(session.start(implicitChannels: ["p/a", "test"], now: Self.t0) == [.subscribe(channel: "p/a"), .subscribe(channel: "test")])
         #expect(session.subscriptions.map(\.implicit) == [true, true])
     }
 
@@ -254,6 +254,32 @@ import Testing
             == [.closeClient(code: expectedCode, reason: b(expectedReason)), .closeClientConnection,
                 .unsubscribe(channel: "p/imp"), .setDeadline(nil)])
         #expect(session.published(.init(content: b("hi")), channel: "p/imp", itemMeta: [:]) == .ignore)
+    }
+
+    // MARK: - Liveness pings (websocket_ping_interval)
+
+    @Test func livenessPingsDropASilentClientAndSwallowTheirPongs() {
+        var session = Session(gripExtension: nil,
+                              control: WebSocketControlState(channelPrefix: "p/", maxSubscriptions: 20, jitterSeed: Self.seed,
+                                                             pingInterval: .seconds(20)))
+        #expect(session.start(implicitChannels: [], now: Self.t0) == [.setDeadline(at(20))])
+        #expect(session.deadlineReached(now: at(20), lastClientWrite: nil) == [.pingClient, .setDeadline(at(40))])
+        let answerRelayed = session.clientPonged(payload: WebSocketControlState.livenessPingPayload)
+        #expect(!answerRelayed)  // the answer to a liveness ping goes no further
+        let ownRelayed = session.clientPonged(payload: b("own"))
+        #expect(ownRelayed)  // the client's own pong goes to the backend
+        #expect(session.deadlineReached(now: at(40), lastClientWrite: nil) == [.pingClient, .setDeadline(at(60))])
+        #expect(session.deadlineReached(now: at(60), lastClientWrite: nil) == [.dropUnresponsiveClient])
+    }
+
+    @Test func aClientMessageAnswersALivenessPing() {
+        var session = Session(gripExtension: nil,
+                              control: WebSocketControlState(channelPrefix: "p/", maxSubscriptions: 20, jitterSeed: Self.seed,
+                                                             pingInterval: .seconds(20)))
+        _ = session.start(implicitChannels: [], now: Self.t0)
+        _ = session.deadlineReached(now: at(20), lastClientWrite: nil)
+        session.clientHeard()
+        #expect(session.deadlineReached(now: at(40), lastClientWrite: nil) == [.pingClient, .setDeadline(at(60))])
     }
 
     // MARK: - After the end

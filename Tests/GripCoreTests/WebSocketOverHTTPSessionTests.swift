@@ -180,6 +180,75 @@ import Testing
             == [.setDeadline(keepAliveDue + .seconds(30) - .milliseconds(j[1]))])
     }
 
+    // MARK: - Liveness pings (websocket_ping_interval)
+
+    private func pinging(every seconds: Int64) -> Session {
+        var session = Session(machine: .init(),
+                              control: WebSocketControlState(channelPrefix: "p/", maxSubscriptions: 20, jitterSeed: Self.seed,
+                                                             pingInterval: .seconds(seconds)),
+                              clientQueueByteBudget: 1_000_000)
+        #expect(session.start(implicitChannels: [], now: Self.t0) == [.sendRequest([.open]), .setDeadline(at(seconds))])
+        _ = session.backendResponded(events: [.open], keepAliveInterval: .unchanged, gripExtension: GripWebSocketExtension(), now: Self.t0)
+        return session
+    }
+
+    @Test func withoutAPingIntervalNoDeadlineIsArmed() {
+        var session = session()
+        #expect(session.start(implicitChannels: [], now: Self.t0) == [.sendRequest([.open])])
+    }
+
+    @Test func aClientThatAnswersIsPingedEveryIntervalAndItsPongGoesNoFurther() {
+        var session = pinging(every: 30)
+        #expect(session.deadlineReached(now: at(30), lastClientWrite: nil) == [.pingClient, .setDeadline(at(60))])
+        #expect(session.clientMessageReceived(kind: .pong, payload: WebSocketControlState.livenessPingPayload, now: at(31)) == [])
+        #expect(session.deadlineReached(now: at(60), lastClientWrite: nil) == [.pingClient, .setDeadline(at(90))])
+    }
+
+    @Test func anyFrameFromTheClientCountsAsAnAnswer() {
+        var session = pinging(every: 30)
+        _ = session.deadlineReached(now: at(30), lastClientWrite: nil)
+        #expect(session.clientMessageReceived(kind: .text, payload: b("hi"), now: at(40)) == [.sendRequest([text("hi")])])
+        #expect(session.deadlineReached(now: at(60), lastClientWrite: nil) == [.pingClient, .setDeadline(at(90))])
+    }
+
+    @Test func theClientsOwnPongStillGoesToTheBackend() {
+        var session = pinging(every: 30)
+        #expect(session.clientMessageReceived(kind: .pong, payload: b("mine"), now: at(1)) == [.sendRequest([.pong(b("mine"))])])
+    }
+
+    @Test func aClientSilentForAWholeIntervalAfterAPingIsDropped() {
+        var session = pinging(every: 30)
+        #expect(session.deadlineReached(now: at(30), lastClientWrite: nil) == [.pingClient, .setDeadline(at(60))])
+        // The fired deadline was the last: nothing is armed again.
+        #expect(session.deadlineReached(now: at(60), lastClientWrite: nil) == [.dropUnresponsiveClient])
+        // The handler closes the connection; the backend hears DISCONNECT as for any vanished client.
+        #expect(session.clientDisconnected(now: at(60)) == [.sendRequest([.disconnect])])
+    }
+
+    @Test func pingsShareTheDeadlineWithAKeepAlive() {
+        var session = pinging(every: 30)
+        let keepAlive = session.clientMessageReceived(kind: .text, payload: b("x"), now: at(1))
+        #expect(keepAlive == [.sendRequest([text("x")])])
+        let actions = session.backendResponded(events: [text("c:{\"type\":\"keep-alive\",\"content\":\"ka\",\"timeout\":10}")],
+                                               keepAliveInterval: .unchanged, gripExtension: GripWebSocketExtension(), now: at(2))
+        #expect(actions == [.setDeadline(at(12) - .milliseconds(jitter(1)[0]))])
+        let atKeepAlive = session.deadlineReached(now: at(12), lastClientWrite: nil)
+        #expect(atKeepAlive.contains(toClient(.text, "ka")))
+        let atPing = session.deadlineReached(now: at(30), lastClientWrite: nil)
+        #expect(atPing.contains(.pingClient))
+    }
+
+    @Test func noPingWhileTheClientCannotReceive() {
+        var session = Session(machine: .init(),
+                              control: WebSocketControlState(channelPrefix: "p/", maxSubscriptions: 20, jitterSeed: Self.seed,
+                                                             pingInterval: .seconds(5)),
+                              clientQueueByteBudget: 1_000_000)
+        _ = session.start(implicitChannels: [], now: Self.t0)
+        // OPEN still unanswered at the first due time: nothing is sent, nothing is held against the client.
+        #expect(session.deadlineReached(now: at(5), lastClientWrite: nil) == [.setDeadline(at(10))])
+        #expect(session.deadlineReached(now: at(10), lastClientWrite: nil) == [.setDeadline(at(15))])
+    }
+
     // MARK: - Requests and the byte budget
 
     @Test func clientMessagesWhileARequestIsInFlightAccumulate() {

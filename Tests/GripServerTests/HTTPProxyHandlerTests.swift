@@ -26,7 +26,7 @@ import Testing
         try EmbeddedGateway { gateway, pipeline in
             let proxy = HTTPProxyHandler(gateway: gateway)
             try pipeline.addHandler(HTTPResponseEncoder())
-            try pipeline.addHandlers(ClientRequestHandlers.make(gateway: gateway, proxy: proxy))
+            try pipeline.addHandlers(ClientRequestHandlers.make(maxHeadBytes: gateway.configuration.client.maxHeadBytes, proxy: proxy))
             try pipeline.addHandler(proxy)
         }
     }

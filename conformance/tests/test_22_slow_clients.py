@@ -18,7 +18,7 @@ import pytest
 from harness.backend import Resp, grip_hold
 from harness.client import Publisher, RawConn, StreamCollector, ensure_stream_subscribed, raw_request, wait_until
 from harness.extra import aux_routes
-from harness.ws import echo_handler
+from harness.ws import echo_handler, events_of
 
 pytestmark = pytest.mark.beyond_reference
 
@@ -355,3 +355,90 @@ def test_ws_client_that_stops_reading_gets_close_1008(env, backend, uid, aux):
     finally:
         sock.close()
         publisher.close()
+
+
+def ws_open_raw(port, path):
+    """A WebSocket handshake on a raw socket (so the test decides whether pings
+    are answered); returns the RawConn after the 101."""
+    conn = RawConn(port)
+    key = base64.b64encode(os.urandom(16)).decode()
+    conn.send(("GET %s HTTP/1.1\r\nHost: example.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n" % (path, key)).encode())
+    assert conn.read_head()[1] == 101
+    return conn
+
+
+def ws_send(conn, opcode, payload):
+    mask = os.urandom(4)
+    assert len(payload) < 126
+    conn.send(bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+
+
+@pytest.mark.parametrize("kind", ["over_http", "passthrough"])
+def test_ws_ping_liveness_drops_a_silent_client_and_keeps_one_that_answers(env, backend, ws_backend, uid, aux, kind):
+    """websocket_ping_interval: every interval each WebSocket client gets a
+    ping; one that sends nothing in the interval after a ping is dropped (and
+    counted), one that answers stays, and the answers to these pings never
+    reach the backend."""
+    routes = aux_routes(env, "*,path_beg=/ws/ 127.0.0.1:%d,over_http" % env.ports.backend,
+                        "*,path_beg=/wspass/ 127.0.0.1:%d" % env.ports.ws_backend)
+    target = aux("ping", routes, {"gripproxy": {"websocket_ping_interval": "1"},
+                                  "proxy": {"prometheus_port": "127.0.0.1:%d" % env.ports.spare}})
+    if kind == "over_http":
+        base = "/ws/%s/" % uid
+        backend.on(base, echo_handler())
+    else:
+        base = "/wspass/%s/" % uid
+
+        def echo(ws):
+            try:
+                for m in ws:
+                    ws.send(m)
+            except Exception:
+                pass
+        ws_backend.on(base, echo)
+    silent = ws_open_raw(target.port, base + "silent")
+    live = ws_open_raw(target.port, base + "live")
+    try:
+        silent_pings = []
+
+        def watch_silent():
+            while True:
+                try:
+                    op, payload = ws_frame(silent, 6)
+                except Exception:
+                    return
+                if op == 0x9:
+                    silent_pings.append(payload)
+        watcher = threading.Thread(target=watch_silent, daemon=True)
+        watcher.start()
+        answered = 0
+        deadline = time.monotonic() + 4.5
+        while time.monotonic() < deadline:
+            try:
+                op, payload = ws_frame(live, 0.2)
+            except TimeoutError:
+                continue
+            assert op == 0x9, (op, payload)
+            ws_send(live, 0xA, payload)
+            answered += 1
+        assert answered >= 3, "the answering client got %d pings in 4.5 s at a 1 s interval" % answered
+        watcher.join(5)
+        assert silent_pings and all(p == silent_pings[0] for p in silent_pings)
+        assert silent.peer_closed(1), "the silent client was not dropped"
+        # The answering client is still served.
+        ws_send(live, 0x1, b"still here")
+        op, payload = ws_frame(live, 5)
+        while op == 0x9:
+            ws_send(live, 0xA, payload)
+            op, payload = ws_frame(live, 5)
+        assert (op, payload) == (0x1, b"still here")
+        assert metrics(env.ports.spare).get("websocket_ping_timeout", 0) >= 1
+        if kind == "over_http":
+            events = [e for r in backend.requests(base + "live") for e in events_of(r)]
+            assert all(t != "PONG" for t, _ in events), events
+            silent_events = [e[0] for r in backend.requests(base + "silent") for e in events_of(r)]
+            assert "DISCONNECT" in silent_events, silent_events
+    finally:
+        silent.close()
+        live.close()

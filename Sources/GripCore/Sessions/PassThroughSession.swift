@@ -21,6 +21,10 @@ package struct PassThroughSession: Sendable {
         case closeClient(code: UInt16?, reason: [UInt8])
         /// Close the client's TCP connection once the writes are out.
         case closeClientConnection
+        /// Send the client a liveness ping (`WebSocketControlState.livenessPingPayload`).
+        case pingClient
+        /// No answer to the last liveness ping: drop the client connection (the backend's goes with it).
+        case dropUnresponsiveClient
     }
 
     /// What to do with one data frame from the backend.
@@ -52,8 +56,19 @@ package struct PassThroughSession: Sendable {
     // MARK: Events
 
     /// The session starts; `implicitChannels` are the target's `sub=` channels.
-    package mutating func start(implicitChannels: [String]) -> [Action] {
-        convert(control.subscribeImplicitly(implicitChannels))
+    package mutating func start(implicitChannels: [String], now: NIODeadline) -> [Action] {
+        convert(control.subscribeImplicitly(implicitChannels) + control.startLiveness(now: now))
+    }
+
+    /// A pong from the client: true when it goes to the backend, false for the answer to a liveness ping.
+    package mutating func clientPonged(payload: [UInt8]) -> Bool {
+        control.clientHeard()
+        return !WebSocketControlState.isLivenessPong(payload)
+    }
+
+    /// Any other frame came from the client: it is alive.
+    package mutating func clientHeard() {
+        control.clientHeard()
     }
 
     /// A text or binary frame from the backend, or a continuation (`kind` nil).
@@ -157,6 +172,8 @@ package struct PassThroughSession: Sendable {
             case .subscriptionRefused(let channel): .subscriptionRefused(channel: channel)
             case .deliver(let message): .deliverToClient(message)
             case .setDeadline(let due): .setDeadline(due)
+            case .pingClient: .pingClient
+            case .clientUnresponsive: .dropUnresponsiveClient
             }
         }
     }

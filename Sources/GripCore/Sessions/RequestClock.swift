@@ -34,7 +34,7 @@ package struct RequestClock: Sendable {
 
     /// The limits; the same for every connection of a listener, so they are passed in rather than kept by each
     /// of thousands of clocks.
-    package struct Limits: Sendable {
+    package struct Limits: Sendable, Equatable {
         package var idleTimeout: TimeAmount?
         package var headTimeout: TimeAmount?
 

@@ -2,7 +2,8 @@ import NIOCore
 
 /// What control messages set on one client WebSocket (websocket-over-http.md 6; decisions W5), the same for
 /// both session kinds: the subscriptions and their filters, the filter meta, the keep-alive and the delayed
-/// message; and what a published `ws-message` item does to the connection.
+/// message; and what a published `ws-message` item does to the connection. It also keeps the server's own
+/// liveness pings (`websocket_ping_interval`), which share the connection's one deadline.
 ///
 /// Pure and clock-free: the time comes in with each event, the keep-alive jitter from a generator seeded by the
 /// handler. It answers with effects, in order; it keeps one deadline (the earliest of its timers) and reports
@@ -27,7 +28,20 @@ package struct WebSocketControlState: Sendable {
         case deliver(OutboundWebSocketMessage)
         /// Arm the connection's one deadline (nil: none); call `deadlineReached` when it passes.
         case setDeadline(NIODeadline?)
+        /// Send the client a liveness ping (`livenessPingPayload`); not a message, so it does not count as
+        /// activity for an idle keep-alive.
+        case pingClient
+        /// The client answered nothing since the last liveness ping, a whole interval ago: the peer is gone
+        /// (a dead TCP peer behind a proxy or NAT that TCP keep-alive cannot see). Drop the connection.
+        case clientUnresponsive
     }
+
+    /// The payload of the server's liveness pings. A pong that echoes it is the answer to one and goes no
+    /// further (not to the backend: it never asked); any other pong is the client's own and is relayed.
+    package static let livenessPingPayload: [UInt8] = Array("gripproxy".utf8)
+
+    /// Whether a pong from the client answers a liveness ping.
+    package static func isLivenessPong(_ payload: [UInt8]) -> Bool { payload == livenessPingPayload }
 
     /// What a published `ws-message` item does to this connection.
     package enum PublishedMessage: Sendable, Equatable {
@@ -52,6 +66,12 @@ package struct WebSocketControlState: Sendable {
     /// The deadline last asked for with `.setDeadline` (nil: none).
     package private(set) var armedDeadline: NIODeadline?
     private var jitter: SplitMix64
+    /// `websocket_ping_interval` in milliseconds (0: no liveness pings). Narrow: every connection keeps it.
+    private let pingIntervalMilliseconds: UInt32
+    /// When the next liveness check is due: a ping, or the verdict on the last one.
+    private var pingDue: NIODeadline?
+    /// A ping went out and nothing has come from the client since.
+    private var awaitingPong = false
 
     private struct Occasional: Sendable {
         /// Filter meta from `set-meta` control messages (separate from the backend's `Set-Meta-*`).
@@ -89,16 +109,34 @@ package struct WebSocketControlState: Sendable {
         set { changeOccasional { $0.delayed = newValue } }
     }
 
-    package init(channelPrefix: String, maxSubscriptions: Int, jitterSeed: UInt64) {
+    /// - Parameter pingInterval: `websocket_ping_interval` (nil or zero: no liveness pings). Every interval
+    ///   the client is pinged, and one that sent nothing at all in the interval after a ping is dropped.
+    package init(channelPrefix: String, maxSubscriptions: Int, jitterSeed: UInt64, pingInterval: TimeAmount? = nil) {
         self.channelPrefix = channelPrefix
         self.maxSubscriptions = maxSubscriptions
         self.jitter = SplitMix64(seed: jitterSeed)
+        pingIntervalMilliseconds = UInt32(clamping: max(0, (pingInterval?.nanoseconds ?? 0) / 1_000_000))
     }
 
     /// The channels this connection is subscribed to.
     package var channels: [String] { subscriptions.map(\.channel) }
 
     // MARK: Events
+
+    /// The client is connected: liveness pings start (when configured), the first one an interval from now.
+    package mutating func startLiveness(now: NIODeadline) -> [Effect] {
+        guard pingIntervalMilliseconds > 0 else { return [] }
+        pingDue = now + .milliseconds(Int64(pingIntervalMilliseconds))
+        var effects: [Effect] = []
+        rearm(&effects)
+        return effects
+    }
+
+    /// Anything at all came from the client (a message, a ping, a pong, a close): it is alive. Cheap on
+    /// purpose (no deadline moves), since it runs for every frame.
+    package mutating func clientHeard() {
+        awaitingPong = false
+    }
 
     /// Subscriptions the connection starts with (a target's `sub=`): full names, prefix included.
     package mutating func subscribeImplicitly(_ channels: [String]) -> [Effect] {
@@ -160,6 +198,18 @@ package struct WebSocketControlState: Sendable {
                 if canDeliver { effects.append(.deliver(keepAlive.message)) }
             }
         }
+        if let due = pingDue, due <= now {
+            if awaitingPong {
+                pingDue = nil
+                effects.append(.clientUnresponsive)
+            } else {
+                pingDue = now + .milliseconds(Int64(pingIntervalMilliseconds))
+                if canDeliver {
+                    awaitingPong = true
+                    effects.append(.pingClient)
+                }
+            }
+        }
         rearm(&effects)
         return effects
     }
@@ -169,6 +219,7 @@ package struct WebSocketControlState: Sendable {
         var effects = subscriptions.map { Effect.unsubscribe(channel: $0.channel) }
         subscriptions = []
         changeOccasional { $0.keepAlive = nil; $0.keepAliveDue = nil; $0.delayed = nil }
+        pingDue = nil
         if armedDeadline != nil {
             armedDeadline = nil
             effects.append(.setDeadline(nil))
@@ -239,7 +290,7 @@ package struct WebSocketControlState: Sendable {
     }
 
     private mutating func rearm(_ effects: inout [Effect]) {
-        let wanted = [keepAliveDue, delayed?.due].compactMap { $0 }.min()
+        let wanted = [keepAliveDue, delayed?.due, pingDue].compactMap { $0 }.min()
         guard wanted != armedDeadline else { return }
         armedDeadline = wanted
         effects.append(.setDeadline(wanted))

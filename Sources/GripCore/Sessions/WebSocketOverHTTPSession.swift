@@ -38,6 +38,11 @@ package struct WebSocketOverHTTPSession: Sendable {
         case pauseClientReads
         /// Back under the budget: read the client again.
         case resumeClientReads
+        /// Send the client a liveness ping (`WebSocketControlState.livenessPingPayload`).
+        case pingClient
+        /// No answer to the last liveness ping: drop the connection (counted and logged); the backend then
+        /// hears DISCONNECT as for any client that vanished.
+        case dropUnresponsiveClient
     }
 
     private var machine: WebSocketSessionStateMachine
@@ -74,6 +79,7 @@ package struct WebSocketOverHTTPSession: Sendable {
     package mutating func start(implicitChannels: [String], now: NIODeadline) -> [Action] {
         var actions: [Action] = []
         convert(control.subscribeImplicitly(implicitChannels), into: &actions)
+        convert(control.startLiveness(now: now), into: &actions)
         resolve(machine.start(), now: now, into: &actions)
         return actions
     }
@@ -92,8 +98,11 @@ package struct WebSocketOverHTTPSession: Sendable {
     }
 
     /// A whole client message (reassembled and inflated by the handler), or a ping or pong.
+    /// The answer to a liveness ping goes no further: the backend never asked for it.
     package mutating func clientMessageReceived(kind: WebSocketMessageKind, payload: [UInt8], now: NIODeadline) -> [Action] {
-        finish(machine.clientMessageReceived(kind: kind, payload: payload), now: now)
+        control.clientHeard()
+        if kind == .pong && WebSocketControlState.isLivenessPong(payload) { return [] }
+        return finish(machine.clientMessageReceived(kind: kind, payload: payload), now: now)
     }
 
     package mutating func clientCloseReceived(code: UInt16?, reason: [UInt8], now: NIODeadline) -> [Action] {
@@ -187,6 +196,8 @@ package struct WebSocketOverHTTPSession: Sendable {
             case .subscriptionRefused(let channel): actions.append(.subscriptionRefused(channel: channel))
             case .deliver(let message): actions.append(.deliverToClient(message))
             case .setDeadline: break  // read back as `control.armedDeadline` in `rearm`
+            case .pingClient: actions.append(.pingClient)
+            case .clientUnresponsive: actions.append(.dropUnresponsiveClient)
             }
         }
     }

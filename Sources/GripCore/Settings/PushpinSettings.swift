@@ -118,6 +118,8 @@ package struct PushpinSettings: Sendable, Equatable {
     package var tlsCertificates: String?
     /// `websocket_max_message`: client WebSocket message limit (decisions.md W1).
     package var websocketMaxMessage = 1_048_576
+    /// `websocket_ping_interval`: s between liveness pings to WebSocket clients; 0 (the default) is off.
+    package var websocketPingIntervalSeconds = 0
     /// `backend_max_connections`: backend connections per target; beyond it requests wait (decisions.md D21).
     package var backendMaxConnections = 256
     /// `backend_queue_max`: backend calls waiting for a connection at most (decisions.md D21).
@@ -483,6 +485,7 @@ private struct Reader {
         if let v = try int("gripproxy/shutdown_grace", minimum: 0) { s.shutdownGraceSeconds = v }
         if let e = take("gripproxy/tls_certs"), !e.value.text.isEmpty { s.tlsCertificates = e.value.text }
         if let v = try int("gripproxy/websocket_max_message", minimum: 1) { s.websocketMaxMessage = v }
+        if let v = try int("gripproxy/websocket_ping_interval", minimum: 0, maximum: 86_400) { s.websocketPingIntervalSeconds = v }
         if let v = try int("gripproxy/backend_max_connections", minimum: 1) { s.backendMaxConnections = v }
         if let v = try int("gripproxy/backend_queue_max", minimum: 0) { s.backendQueueMax = v }
         if let e = take("gripproxy/backend_retry_delays") { s.backendRetryDelays = try seconds(e) }

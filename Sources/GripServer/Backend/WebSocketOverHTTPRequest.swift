@@ -13,6 +13,8 @@ struct WebSocketOverHTTPRequest {
     let request: OriginalRequest
     let connectionID: String
     let meta: [String: String]
+    /// The connection's `websocket_max_message`: an answer may be up to 4x it (decisions W1).
+    let maxMessageBytes: Int
 
     static let mediaType = "application/websocket-events"
 
@@ -90,7 +92,7 @@ struct WebSocketOverHTTPRequest {
             return loop.makeSucceededFuture(.failure(.other("invalid backend URL \(url)")))
         }
         // decisions W1: a response body may be up to 4x the message limit.
-        let accumulator = ResponseAccumulator(request: httpRequest, maxBodySize: 4 * gateway.configuration.webSocket.maxMessageBytes)
+        let accumulator = ResponseAccumulator(request: httpRequest, maxBodySize: 4 * maxMessageBytes)
         let client = target.insecure ? gateway.backend.insecureHTTP : gateway.backend.http
         return client.execute(request: httpRequest, delegate: accumulator, eventLoop: .delegateAndChannel(on: loop))
             .futureResult

@@ -22,8 +22,6 @@ enum ClientChannelInitializer {
     /// `tls`: the listener terminates TLS with these certificates (chosen by SNI).
     static func bootstrap(group: EventLoopGroup, gateway: GatewayContext, quiesce: ServerQuiescingHelper?,
                           tls: TLSCertificateStore? = nil) -> ServerBootstrap {
-        let writeBufferMax = gateway.configuration.client.writeBufferMax
-        let machineConfiguration = HoldStateMachine.Configuration(gateway: gateway)
         return ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: listenBacklog)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -37,25 +35,25 @@ enum ClientChannelInitializer {
             .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
             .childChannelOption(.recvAllocator, value: receiveAllocator)
             .childChannelOption(.maxMessagesPerRead, value: 4)
-            .childChannelOption(.writeBufferWaterMark, value: .init(low: writeBufferMax / 2, high: writeBufferMax))
             .childChannelInitializer { channel in
-                initialize(channel: channel, gateway: gateway, machineConfiguration: machineConfiguration, tls: tls)
+                initialize(channel: channel, gateway: gateway, tls: tls)
             }
     }
 
-    static func initialize(channel: Channel, gateway: GatewayContext,
-                           machineConfiguration: HoldStateMachine.Configuration? = nil, tls: TLSCertificateStore? = nil) -> EventLoopFuture<Void> {
-        guard gateway.admitConnection() else {
+    /// The limits are the loop's live settings (`LiveSettingsBoard`) when the connection arrives.
+    static func initialize(channel: Channel, gateway: GatewayContext, tls: TLSCertificateStore? = nil) -> EventLoopFuture<Void> {
+        let settings = gateway.settings(on: channel.eventLoop)
+        guard gateway.admitConnection(limit: settings.maxConnections) else {
             // Decisions D16: answer and close, without parsing anything.
-            gateway.logger.warning("client_maxconn (\(gateway.configuration.client.maxConnections)) reached; refusing connection")
+            gateway.logger.warning("client_maxconn (\(settings.maxConnections)) reached; refusing connection")
             return channel.eventLoop.makeCompletedFuture {
                 try channel.pipeline.syncOperations.addHandler(RefuseConnectionHandler())
             }
         }
-        if gateway.configuration.client.maxConnectionsPerAddress > 0, let address = channel.remoteAddress?.ipAddress {
-            guard gateway.admitAddress(address) else {
+        if settings.maxConnectionsPerAddress > 0, let address = channel.remoteAddress?.ipAddress {
+            guard gateway.admitAddress(address, limit: settings.maxConnectionsPerAddress) else {
                 gateway.connectionClosed()
-                gateway.logger.warning("client_maxconn_per_address (\(gateway.configuration.client.maxConnectionsPerAddress)) reached for \(address); refusing connection")
+                gateway.logger.warning("client_maxconn_per_address (\(settings.maxConnectionsPerAddress)) reached for \(address); refusing connection")
                 return channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(RefuseConnectionHandler())
                 }
@@ -65,8 +63,10 @@ enum ClientChannelInitializer {
         channel.closeFuture.whenComplete { _ in gateway.connectionClosed() }
         setKeepAliveTiming(channel)
         return channel.eventLoop.makeCompletedFuture {
+            // Queued outbound bytes past this close the connection (`client_write_buffer_max`, decisions D8).
+            try channel.syncOptions?.setOption(.writeBufferWaterMark, value: .init(low: settings.writeBufferMax / 2, high: settings.writeBufferMax))
             if let tls { try channel.pipeline.syncOperations.addHandler(serverNameHandler(channel: channel, tls: tls)) }
-            try configurePipeline(channel: channel, gateway: gateway, machineConfiguration: machineConfiguration)
+            try configurePipeline(channel: channel, gateway: gateway, settings: settings)
         }
     }
 
@@ -87,12 +87,12 @@ enum ClientChannelInitializer {
     /// decoder's head limit is `client_buffer_size` and its overflow answers 431 (ClientProtocolErrorHandler).
     /// The upgrade handler consults a per-connection `WebSocketHandshake` and removes itself after the first
     /// request that is not a WebSocket upgrade, so held requests do not pay for it.
-    private static func configurePipeline(channel: Channel, gateway: GatewayContext,
-                                          machineConfiguration: HoldStateMachine.Configuration?) throws {
+    private static func configurePipeline(channel: Channel, gateway: GatewayContext, settings: LiveSettings) throws {
         let encoder = HTTPResponseEncoder()
         let handshake = WebSocketHandshake(gateway: gateway, channel: channel)
-        let proxy = HTTPProxyHandler(gateway: gateway, handshake: handshake, machineConfiguration: machineConfiguration)
-        let httpHandlers = ClientRequestHandlers.make(gateway: gateway, proxy: proxy)
+        let proxy = HTTPProxyHandler(gateway: gateway, handshake: handshake,
+                                     machineConfiguration: gateway.live.holdConfiguration(on: channel.eventLoop))
+        let httpHandlers = ClientRequestHandlers.make(maxHeadBytes: settings.maxHeadBytes, proxy: proxy)
         let upgrader = HTTPServerUpgradeHandler(
             upgraders: [handshake.makeUpgrader()], httpEncoder: encoder, extraHTTPHandlers: httpHandlers,
             upgradeCompletionHandler: { context in

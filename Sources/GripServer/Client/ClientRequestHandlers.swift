@@ -11,10 +11,11 @@ import NIOExtras
 /// ones are in the state the old ones would be in. A client's disconnect is still seen: NIO reads up to the EOF
 /// whether or not reading is paused.
 enum ClientRequestHandlers {
-    static func make(gateway: GatewayContext, proxy: HTTPProxyHandler) -> [RemovableChannelHandler] {
+    /// `maxHeadBytes`: `client_buffer_size`.
+    static func make(maxHeadBytes: Int, proxy: HTTPProxyHandler) -> [RemovableChannelHandler] {
         var limits = NIOHTTPDecoderLimitConfiguration()
-        limits.maxHeaderListSize = gateway.configuration.client.maxHeadBytes
-        limits.maxHeaderFieldSize = gateway.configuration.client.maxHeadBytes
+        limits.maxHeaderListSize = maxHeadBytes
+        limits.maxHeaderFieldSize = maxHeadBytes
         let decoder = HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes, informationalResponseStrategy: .drop, limitConfiguration: limits)
         let observer = ClientRequestObserver(proxy)
         return [
@@ -42,7 +43,8 @@ enum ClientRequestHandlers {
 
     /// Puts fresh request handlers in front of `proxy` and resumes reading.
     static func restore(before proxy: HTTPProxyHandler, in context: ChannelHandlerContext, gateway: GatewayContext) throws {
-        try context.pipeline.syncOperations.addHandlers(make(gateway: gateway, proxy: proxy), position: .before(proxy))
+        let maxHeadBytes = gateway.settings(on: context.eventLoop).maxHeadBytes
+        try context.pipeline.syncOperations.addHandlers(make(maxHeadBytes: maxHeadBytes, proxy: proxy), position: .before(proxy))
         try context.channel.syncOptions?.setOption(.autoRead, value: true)
     }
 }

@@ -60,12 +60,13 @@ final class HTTPProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     private var logger: Logger { gateway.logger }
 
-    /// `machineConfiguration`: the machine's limits, made once per listener by `Configuration(gateway:)` so that
-    /// connections share one copy of its arrays; nil makes one for this handler.
+    /// `machineConfiguration`: the machine's limits, made once per loop and reload by `LiveSettingsBoard` so that
+    /// connections share one copy of its arrays; nil makes one for this handler from the start-up settings.
     init(gateway: GatewayContext, handshake: WebSocketHandshake? = nil, machineConfiguration: HoldStateMachine.Configuration? = nil) {
         self.gateway = gateway
         self.handshake = handshake
-        self.machine = HoldStateMachine(configuration: machineConfiguration ?? HoldStateMachine.Configuration(gateway: gateway))
+        self.machine = HoldStateMachine(configuration: machineConfiguration
+            ?? HoldStateMachine.Configuration(gateway.configuration, settings: LiveSettings(gateway.configuration)))
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -110,6 +111,7 @@ final class HTTPProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
             }
             let (exchange, request) = ProxyExchange.admit(head, clientAddress: clientAddress.flatMap { $0.isEmpty ? nil : $0 }, isTLS: isTLS,
                                                           keepAliveJitter: shard?.keepAliveJitter() ?? .zero,
+                                                          maxHeadBytes: gateway.settings(on: context.eventLoop).maxHeadBytes,
                                                           gateway: gateway, handshake: handshake)
             if !head.asksForWebSocket { handshake = nil }
             self.exchange = exchange
@@ -288,14 +290,20 @@ final class HTTPProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     // MARK: Between requests
 
+    /// `client_idle_timeout` and `client_head_timeout` as they are now (a reload may change them).
+    private var requestLimits: RequestClock.Limits {
+        guard let context else { return RequestClock.Limits(idleTimeout: nil, headTimeout: nil) }
+        return gateway.settings(on: context.eventLoop).requestLimits
+    }
+
     private func startWaitingForRequest() {
-        if let deadline = requestClock.waitForRequest(now: shard?.coarseNow ?? .now(), gateway.requestLimits) { shard?.setDeadline(deadline, for: self) }
+        if let deadline = requestClock.waitForRequest(now: shard?.coarseNow ?? .now(), requestLimits) { shard?.setDeadline(deadline, for: self) }
     }
 
     /// From `ClientRequestObserver`: request bytes are about to be decoded.
     func requestBytesRead(headCompleteInThisRead: Bool) {
         if let deadline = requestClock.bytesRead(now: shard?.coarseNow ?? .now(), headCompleteInThisRead: headCompleteInThisRead,
-                                                gateway.requestLimits) {
+                                                requestLimits) {
             shard?.setDeadline(deadline, for: self)
         }
     }

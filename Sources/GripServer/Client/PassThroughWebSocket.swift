@@ -34,7 +34,7 @@ enum PassThroughWebSocket {
         if !route.noGrip { headers.add(name: "Sec-WebSocket-Extensions", value: "grip") }
         headers.replaceOrAdd(name: "Content-Length", value: "0")
         let head = HTTPRequestHead(version: .http1_1, method: .GET, uri: route.rewrittenPath(request.uri), headers: headers)
-        let maxFrame = gateway.configuration.webSocket.maxMessageBytes
+        let maxFrame = gateway.settings(on: loop).webSocketMaxMessage
         let tls: NIOSSLContext?
         if target.ssl {
             var configuration = TLSConfiguration.makeClientConfiguration()

@@ -34,12 +34,14 @@ final class PassThroughWebSocketHandler: ChannelInboundHandler, RemovableChannel
         self.request = request
         self.backend = backend
         self.relay = relay
+        let settings = gateway.settings(on: backend.eventLoop)  // the client's loop: the backend was dialled on it
         session = PassThroughSession(
             gripExtension: grip,
             control: WebSocketControlState(channelPrefix: route.prefix,
-                                           maxSubscriptions: gateway.configuration.delivery.subscriptionsPerConnection,
-                                           jitterSeed: UInt64.random(in: .min ... .max)))
-        io = WebSocketClientIO(deflate: deflate, maxMessageBytes: gateway.configuration.webSocket.maxMessageBytes)
+                                           maxSubscriptions: settings.subscriptionsPerConnection,
+                                           jitterSeed: UInt64.random(in: .min ... .max),
+                                           pingInterval: settings.webSocketPingInterval))
+        io = WebSocketClientIO(deflate: deflate, maxMessageBytes: settings.webSocketMaxMessage)
     }
 
     // MARK: Lifecycle
@@ -49,7 +51,7 @@ final class PassThroughWebSocketHandler: ChannelInboundHandler, RemovableChannel
         shard = gateway.hub.shard(for: context.eventLoop)
         frameWriter = try? context.pipeline.syncOperations.context(handlerType: WebSocketFrameEncoder.self)
         logger.info("\(request.method.rawValue) \(request.uri)", metadata: ["status": "101", "route": "\(route.id)", "hold": "websocket"])
-        run(session.start(implicitChannels: route.targets[targetIndex].subscriptions.map { route.prefix + $0 }))
+        run(session.start(implicitChannels: route.targets[targetIndex].subscriptions.map { route.prefix + $0 }, now: context.eventLoop.now))
         relay.attach(self)
     }
 
@@ -92,13 +94,16 @@ final class PassThroughWebSocketHandler: ChannelInboundHandler, RemovableChannel
         guard let shard else { return }
         switch io.read(unwrapInboundIn(data), codec: shard.deflate) {
         case .message(let kind, let payload):
+            session.clientHeard()
             // The backend is never offered deflate (decisions W9): it gets the inflated message, masked.
             sendToBackend(kind == .text ? .text : .binary, payload)
         case .ping(let payload):
+            session.clientHeard()
             run(session.clientPinged(payload: payload))
         case .pong(let payload):
-            sendToBackend(.pong, ByteBuffer(bytes: payload))
+            if session.clientPonged(payload: payload) { sendToBackend(.pong, ByteBuffer(bytes: payload)) }
         case .close(let code, let reason):
+            session.clientHeard()
             run(session.clientCloseReceived(code: code, reason: reason))
         case .protocolError(let code, let reason):
             logger.info("closing WebSocket \(request.uri) with \(code): \(reason)")
@@ -183,6 +188,10 @@ final class PassThroughWebSocketHandler: ChannelInboundHandler, RemovableChannel
                 io.writeClose(code: code, reason: reason, context: context)
             case .closeClientConnection:
                 io.closeAfterPendingWrites(context: context)
+            case .pingClient:
+                io.sendLivenessPing(context: context)
+            case .dropUnresponsiveClient:
+                io.dropUnresponsive(context: context, uri: request.uri, gateway: gateway)
             }
         }
         context.flush()

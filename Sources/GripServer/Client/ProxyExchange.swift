@@ -33,7 +33,7 @@ struct ProxyExchange {
     /// Routes a request head (routes.md 1) and says what the machine is to do with it: forward it, or answer at once
     /// (head over `client_buffer_size`, no route, a refused WebSocket handshake, WebSocket events sent directly).
     static func admit(_ head: HTTPRequestHead, clientAddress: String?, isTLS: Bool, keepAliveJitter: TimeAmount,
-                      gateway: GatewayContext, handshake: WebSocketHandshake?) -> (ProxyExchange, HoldStateMachine.Request) {
+                      maxHeadBytes: Int, gateway: GatewayContext, handshake: WebSocketHandshake?) -> (ProxyExchange, HoldStateMachine.Request) {
         let fields = head.headers.fields
         var request = HoldStateMachine.Request(
             isHEAD: head.method == .HEAD, isHTTP10: head.version.minor == 0, keepAlive: head.isKeepAlive,
@@ -49,7 +49,7 @@ struct ProxyExchange {
         // measures the head as it was sent: request line plus "Name: value\r\n" lines).
         let headSize = head.method.rawValue.utf8.count + head.uri.utf8.count + 12
             + fields.reduce(0) { $0 + $1.name.utf8.count + $1.value.utf8.count + 4 } + 2
-        if headSize > gateway.configuration.client.maxHeadBytes {
+        if headSize > maxHeadBytes {
             gateway.logger.info("request head of \(headSize) bytes over client_buffer_size; 431")
             request.keepAlive = false
             request.disposition = answer(431, "Request header fields too large.\n")
@@ -191,14 +191,14 @@ extension HTTPResponseStatus {
 }
 
 extension HoldStateMachine.Configuration {
-    /// The machine's limits from the gateway's configuration; made once per listener, so connections share its arrays.
-    init(gateway: GatewayContext) {
-        let configuration = gateway.configuration
+    /// The machine's limits from the configuration and the live settings; made once per loop and reload
+    /// (`LiveSettingsBoard`), so connections share its arrays.
+    init(_ configuration: GatewayConfiguration, settings: LiveSettings) {
         self.init(
             maxRequestBody: configuration.client.maxRequestBody,
             maxInstructBody: BackendRequest.maxResendableBody,
             maxResendableBody: BackendRequest.maxResendableBody,
-            maxChannels: configuration.delivery.subscriptionsPerConnection,
+            maxChannels: settings.subscriptionsPerConnection,
             linkRetryDelays: configuration.backend.retryDelays.map { .milliseconds(Int64($0 * 1000)) }
         )
     }

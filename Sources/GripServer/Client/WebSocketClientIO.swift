@@ -179,6 +179,21 @@ struct WebSocketClientIO {
         lastClientWrite = shard?.coarseNow
     }
 
+    /// Writes a liveness ping (`websocket_ping_interval`). Not stamped as a client write: it is not a message,
+    /// and must not hold back an idle keep-alive the backend asked for.
+    func sendLivenessPing(context: ChannelHandlerContext) {
+        let payload = context.channel.allocator.buffer(bytes: WebSocketControlState.livenessPingPayload)
+        context.write(NIOAny(WebSocketFrame(fin: true, opcode: .ping, data: payload)), promise: nil)
+    }
+
+    /// The client did not answer a liveness ping within an interval: the connection is dropped without a
+    /// close frame (nobody is there to read it), counted and logged.
+    func dropUnresponsive(context: ChannelHandlerContext, uri: String, gateway: GatewayContext) {
+        gateway.metrics.webSocketPingTimeouts.increment()
+        gateway.logger.info("dropping WebSocket \(uri): no answer to a ping within websocket_ping_interval")
+        context.close(promise: nil)
+    }
+
     /// Writes and flushes a close frame (code nil: none).
     mutating func writeClose(code: UInt16?, reason: [UInt8], context: ChannelHandlerContext) {
         var data = context.channel.allocator.buffer(capacity: 2 + reason.count)

@@ -52,7 +52,7 @@ final class WebSocketHandshake {
     func makeUpgrader() -> NIOWebSocketServerUpgrader {
         let bound = NIOLoopBound(self, eventLoop: eventLoop)
         return NIOWebSocketServerUpgrader(
-            maxFrameSize: gateway.configuration.webSocket.maxMessageBytes,
+            maxFrameSize: gateway.settings(on: eventLoop).webSocketMaxMessage,
             automaticErrorHandling: true,
             shouldUpgrade: { channel, head in bound.value.shouldUpgrade(channel: channel, head: head) },
             upgradePipelineHandler: { channel, head in bound.value.installSession(channel: channel, head: head) }

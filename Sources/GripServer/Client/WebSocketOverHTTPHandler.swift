@@ -52,14 +52,16 @@ final class WebSocketOverHTTPHandler: ChannelInboundHandler, RemovableChannelHan
         self.request = PackedOriginalRequest(WebSocketOverHTTPRequest.forwardable(request))
         opening = Opening(deflate: deflate)
         let target = route.targets[0]
+        let settings = gateway.settings(on: eventLoop)
         session = WebSocketOverHTTPSession(
             machine: .init(maxRequestContentBytes: gateway.configuration.webSocket.maxRequestContentBytes,
                            oneEventPerRequest: target.oneEvent, maxRetries: gateway.configuration.backend.retryDelays.count),
             control: WebSocketControlState(channelPrefix: route.prefix,
-                                           maxSubscriptions: gateway.configuration.delivery.subscriptionsPerConnection,
-                                           jitterSeed: UInt64.random(in: .min ... .max)),
+                                           maxSubscriptions: settings.subscriptionsPerConnection,
+                                           jitterSeed: UInt64.random(in: .min ... .max),
+                                           pingInterval: settings.webSocketPingInterval),
             clientQueueByteBudget: gateway.configuration.webSocket.maxRequestContentBytes)
-        io = WebSocketClientIO(deflate: deflate?.parameters, maxMessageBytes: gateway.configuration.webSocket.maxMessageBytes)
+        io = WebSocketClientIO(deflate: deflate?.parameters, maxMessageBytes: settings.webSocketMaxMessage)
         shard = gateway.hub.shard(for: eventLoop)
     }
 
@@ -192,7 +194,8 @@ final class WebSocketOverHTTPHandler: ChannelInboundHandler, RemovableChannelHan
                 logger.warning("WebSocket subscription to \(channel) ignored: connection_subscription_max reached")
             case .ignoreControlMessage(let json, let reason):
                 logger.info("ignoring control message \(String(decoding: json, as: UTF8.self)): \(reason)")
-            case .deliverToClient, .closeClient, .closeClientConnection, .dropClient, .pauseClientReads, .resumeClientReads:
+            case .deliverToClient, .closeClient, .closeClientConnection, .dropClient, .pauseClientReads, .resumeClientReads,
+                 .pingClient, .dropUnresponsiveClient:
                 guard let context else {
                     if !disconnected { opening?.pending.append(action) }  // the OPEN answer's, performed once upgraded
                     continue
@@ -214,6 +217,10 @@ final class WebSocketOverHTTPHandler: ChannelInboundHandler, RemovableChannelHan
             io.closeAfterPendingWrites(context: context)
         case .dropClient:
             context.close(promise: nil)
+        case .pingClient:
+            io.sendLivenessPing(context: context)
+        case .dropUnresponsiveClient:
+            io.dropUnresponsive(context: context, uri: request.uri, gateway: gateway)
         case .pauseClientReads, .resumeClientReads:
             // The byte budget: the client waits while its messages wait for the backend.
             context.channel.setOption(ChannelOptions.autoRead, value: action == .resumeClientReads).whenFailure { _ in }
@@ -226,7 +233,8 @@ final class WebSocketOverHTTPHandler: ChannelInboundHandler, RemovableChannelHan
         requestGeneration &+= 1
         let generation = requestGeneration
         let call = WebSocketOverHTTPRequest(gateway: gateway, route: route, target: route.targets[Int(targetIndex)], request: request.unpacked,
-                                            connectionID: connectionID.uuidString.lowercased(), meta: meta)
+                                            connectionID: connectionID.uuidString.lowercased(), meta: meta,
+                                            maxMessageBytes: io.maxMessageBytes)
         call.send(events, on: eventLoop).assumeIsolated().whenSuccess { [self] result in
             guard generation == self.requestGeneration else { return }
             self.backendAnswered(result, events: events)

@@ -83,6 +83,9 @@ package final class Hub: Sendable {
         backplane.shutdown()
     }
 
+    /// The client event loops, one shard each.
+    package var eventLoops: [EventLoop] { loops }
+
     /// Some loop, for futures that belong to no connection any more.
     package var anyLoop: EventLoop { loops[0] }
 

@@ -24,6 +24,11 @@ package struct GatewayMetrics: Sendable {
     let headTimeouts: Counter
     /// Connections closed after `client_idle_timeout` without a request.
     let idleConnectionsClosed: Counter
+    /// WebSockets dropped for not answering a liveness ping (`websocket_ping_interval`).
+    let webSocketPingTimeouts: Counter
+    /// `pushpin.conf` reloads (SIGHUP): applied, and rejected (the file did not parse; nothing changed).
+    let configReloads: Counter
+    let configReloadsRejected: Counter
 
     package init(prefix: String = "") {
         requestReceived = Counter(label: prefix + "request_received")
@@ -36,5 +41,8 @@ package struct GatewayMetrics: Sendable {
         connectionsRefusedPerAddress = Counter(label: prefix + "connection_refused_per_address")
         headTimeouts = Counter(label: prefix + "client_head_timeout")
         idleConnectionsClosed = Counter(label: prefix + "client_idle_closed")
+        webSocketPingTimeouts = Counter(label: prefix + "websocket_ping_timeout")
+        configReloads = Counter(label: prefix + "config_reload")
+        configReloadsRejected = Counter(label: prefix + "config_reload_rejected")
     }
 }
