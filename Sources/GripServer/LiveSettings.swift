@@ -148,19 +148,38 @@ package final class LiveSettingsBoard: Sendable {
 }
 
 /// The process's log level, which a reload may change: every `Logger` reads it through
-/// `SwitchedLevelLogHandler`, so loggers made before the reload follow it too.
+/// `SwitchedLevelLogHandler`, so loggers made before the reload follow it too. Read before every log call,
+/// so it is one relaxed atomic load and a switch (no allocation: `allCases` would make an array each time).
 package final class LogLevelSwitch: Sendable {
     package static let shared = LogLevelSwitch()
-    private let raw = Atomic<Int>(Logger.Level.info.index)
+    private let raw = Atomic<UInt8>(LogLevelSwitch.code(.info))
 
     package var level: Logger.Level {
-        get { Logger.Level.allCases[raw.load(ordering: .relaxed)] }
-        set { raw.store(newValue.index, ordering: .relaxed) }
+        get {
+            switch raw.load(ordering: .relaxed) {
+            case 0: .trace
+            case 1: .debug
+            case 2: .info
+            case 3: .notice
+            case 4: .warning
+            case 5: .error
+            default: .critical
+            }
+        }
+        set { raw.store(Self.code(newValue), ordering: .relaxed) }
     }
-}
 
-extension Logger.Level {
-    fileprivate var index: Int { Logger.Level.allCases.firstIndex(of: self)! }
+    private static func code(_ level: Logger.Level) -> UInt8 {
+        switch level {
+        case .trace: 0
+        case .debug: 1
+        case .info: 2
+        case .notice: 3
+        case .warning: 4
+        case .error: 5
+        case .critical: 6
+        }
+    }
 }
 
 /// swift-log's stream handler at the level `LogLevelSwitch` holds now. Setting `logLevel` on one logger does
