@@ -9,6 +9,7 @@ import Testing
 
 /// A subscriber that records what the shard hands it.
 private final class RecordingSubscriber: HubSubscriber {
+    var deadlineWheelPlace = DeadlineWheelPlace.none
     var delivered: [(channel: String, content: String)] = []
     var rechecks: [String?] = []
     var deadlines = 0
@@ -24,6 +25,7 @@ private final class RecordingSubscriber: HubSubscriber {
 
 /// A subscriber that asks its shard for a flush after each delivery, as the client handlers do.
 private final class FlushingSubscriber: HubSubscriber {
+    var deadlineWheelPlace = DeadlineWheelPlace.none
     let shard: SubscriptionShard
     var delivered = 0
     var deliveredAtFlush: [Int] = []

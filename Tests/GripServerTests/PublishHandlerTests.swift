@@ -10,6 +10,7 @@ import Testing
 
 /// Records what the hub delivers to one subscription.
 private final class RecordingSubscriber: HubSubscriber {
+    var deadlineWheelPlace = DeadlineWheelPlace.none
     var delivered: [(channel: String, id: String?, stream: String?, response: String?)] = []
 
     func deliver(_ publish: PreparedPublish, channel: String) {

@@ -49,6 +49,8 @@ final class HTTPProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var isTLS = false
     /// The clock between requests (`client_idle_timeout`, `client_head_timeout`), sharing the machine's deadline slot.
     private var requestClock = RequestClock()
+    /// Its place in the loop's deadline wheel (`SubscriptionShard.setDeadline`).
+    var deadlineWheelPlace = DeadlineWheelPlace.none
 
     /// Where the request handlers are: an idle stream hold lets them go while it lasts (`ClientRequestHandlers`).
     private enum RequestHandlers {

@@ -23,6 +23,8 @@ final class PassThroughWebSocketHandler: ChannelInboundHandler, RemovableChannel
     /// The frame encoder's own context: published frames are written from there, past the encoder (D6).
     private var frameWriter: ChannelHandlerContext?
     private var shard: SubscriptionShard?
+    /// Its place in the loop's deadline wheel (`SubscriptionShard.setDeadline`).
+    var deadlineWheelPlace = DeadlineWheelPlace.none
 
     private var logger: Logger { gateway.logger }
 

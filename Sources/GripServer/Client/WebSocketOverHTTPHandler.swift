@@ -38,6 +38,8 @@ final class WebSocketOverHTTPHandler: ChannelInboundHandler, RemovableChannelHan
     private var disconnected = false
     /// Past the write-buffer bound: the 1008 close frame is queued, and nothing more is written.
     private var closingSlowClient = false
+    /// Its place in the loop's deadline wheel (`SubscriptionShard.setDeadline`).
+    var deadlineWheelPlace = DeadlineWheelPlace.none
     /// How long a slow client has to read up to its close frame before the connection is dropped without it.
     static let slowClientCloseGrace = TimeAmount.seconds(5)
 

@@ -2,14 +2,14 @@ import GripCore
 import NIOCore
 
 /// What a shard calls on a subscribed connection. Implemented by the client handlers; always called on the
-/// subscriber's own event loop.
-package protocol HubSubscriber: AnyObject {
+/// subscriber's own event loop. As a `DeadlineWheelMember` it keeps its place in the loop's deadline wheel and
+/// hears `deadlineReached(now:)` when the deadline it set has come (hold timeout, keep-alive, link timeout,
+/// delayed send, the request clock).
+package protocol HubSubscriber: DeadlineWheelMember {
     /// An item released for `channel` (the name as subscribed, prefix included).
     func deliver(_ publish: PreparedPublish, channel: String)
     /// The first-subscription re-check (grip-http 5.6) or `POST /recover` for `channel` (nil: every channel).
     func recheck(channel: String?)
-    /// The deadline this subscriber set has come (hold timeout, keep-alive, link timeout, delayed send).
-    func deadlineReached(now: NIODeadline)
     /// Flushes what `deliver` wrote (see `SubscriptionShard.flushSoon`).
     func flushDeliveries()
 }
@@ -28,9 +28,7 @@ package final class SubscriptionShard {
 
     package let eventLoop: EventLoop
     private var channels: [String: [ObjectIdentifier: HubSubscriber]] = [:]
-    private var wheel = DeadlineWheel<ObjectIdentifier, HubSubscriber>(
-        tickNanoseconds: UInt64(SubscriptionShard.sweepInterval.nanoseconds))
-    private var wheelSlots: [ObjectIdentifier: Int] = [:]
+    private var wheel = DeadlineWheel(tickNanoseconds: UInt64(SubscriptionShard.sweepInterval.nanoseconds))
     /// Tells the directory about first and last subscribers; nil in tests of a lone shard.
     var directory: LoopConfined<ChannelDirectory>?
     private let metrics: GatewayMetrics
@@ -123,10 +121,11 @@ package final class SubscriptionShard {
     /// Sets (or clears) the one deadline a subscriber has. Not for the delivery path: stamp `coarseNow` there.
     package func setDeadline(_ deadline: NIODeadline?, for subscriber: HubSubscriber) {
         eventLoop.assertInEventLoop()
-        let key = ObjectIdentifier(subscriber)
-        if let slot = wheelSlots.removeValue(forKey: key) { wheel.cancel(key, slot: slot) }
-        guard let deadline else { return }
-        wheelSlots[key] = wheel.schedule(key, subscriber, at: deadline.uptimeNanoseconds)
+        if let deadline {
+            wheel.schedule(subscriber, at: deadline.uptimeNanoseconds)
+        } else {
+            wheel.cancel(subscriber)
+        }
     }
 
     /// Calls every subscriber whose deadline has passed, and publishes the loop's counters. Run every
@@ -138,9 +137,7 @@ package final class SubscriptionShard {
             metrics.messageSent.increment(by: messagesSent)
             messagesSent = 0
         }
-        let due = wheel.advance(to: now.uptimeNanoseconds)
-        for subscriber in due { wheelSlots[ObjectIdentifier(subscriber)] = nil }
-        for subscriber in due { subscriber.deadlineReached(now: now) }
+        for member in wheel.advance(to: now.uptimeNanoseconds) { member.deadlineReached(now: now) }
     }
 
     // MARK: Delivery
