@@ -34,7 +34,8 @@ def test_backend_refuses_connection_502(env, aux, healthy):
 def test_backend_cut_off_mid_body_ends_the_response(env, backend, prefix, healthy):
     """Content-Length promises 100,000 bytes; 10 come, then the backend closes.
     The client gets a 502 (nothing relayed yet) or the head and a short body,
-    then the connection closes: never a complete-looking response, never a hang."""
+    then the connection closes: never a complete-looking response, never a hang
+    (Pushpin may leave it open until its own timeout; see below)."""
     backend.on(prefix, Resp(raw=b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100000\r\n\r\n"
                                + b"0123456789"))
     c = RawConn(env.port)
@@ -46,7 +47,13 @@ def test_backend_cut_off_mid_body_ends_the_response(env, backend, prefix, health
             assert c.read_exact(length, 10) == ERR.encode()
         else:
             assert status == 200, (status, reason)
-            body = c.read_to_close(10)
+            try:
+                body = c.read_to_close(10)
+            except TimeoutError:
+                # Pushpin 1.36 may hold the client connection open until its own timeout (about 60 s on
+                # this machine): never completed, but no prompt end either. GripProxy ends it at once.
+                assert env.name == "pushpin", "the connection was not closed within 10 s of the cut"
+                body = c.buf
             assert len(body) < 100000, "a cut-off body was completed"
     finally:
         c.close()
