@@ -39,6 +39,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 import bench  # noqa: E402  (Server, AddressPool, /proc readers, port checks)
+import ws_backend  # noqa: E402  (read_request)
 
 PER_GEN_MAX = 4000  # clients per generator process: the open-file hard limit is 20,000 and cannot be raised
 MODES = ("stream", "sse", "ws", "longpoll")
@@ -62,21 +63,10 @@ async def sse_serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, 
     "data: [stream opened]". Anything else: 404. HTTP/1.1 keep-alive."""
     try:
         while True:
-            try:
-                head = await reader.readuntil(b"\r\n\r\n")
-            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            request = await ws_backend.read_request(reader)
+            if request is None:
                 return
-            lines = head.decode("latin-1").split("\r\n")
-            parts = lines[0].split(" ")
-            target = parts[1] if len(parts) > 1 else "/"
-            headers = {}
-            for h in lines[1:]:
-                if ":" in h:
-                    k, v = h.split(":", 1)
-                    headers[k.strip().lower()] = v.strip()
-            n = int(headers.get("content-length", "0") or 0)
-            if n:
-                await reader.readexactly(n)
+            target, headers, _ = request
             stats["requests"] += 1
             split = urllib.parse.urlsplit(target)
             if split.path.rstrip("/") == "/sse":
@@ -731,6 +721,12 @@ class Soak:
                 p.p.wait()
         if self.server and self.server.alive():
             self.server.stop()
+        self.stop_backends()
+
+    # ---------------------------------------------------------------- pieces
+
+    def stop_backends(self) -> None:
+        """SIGTERM each backend process still running (they write their counters on exit); kill after 10 s."""
         for b in self.backends:
             if b.poll() is None:
                 b.send_signal(signal.SIGTERM)
@@ -739,8 +735,6 @@ class Soak:
                 except subprocess.TimeoutExpired:
                     b.kill()
                     b.wait()
-
-    # ---------------------------------------------------------------- pieces
 
     def new_gen(self, role: str, mode: str, count: int, channel: str, pending: int, ready_timeout: int,
                 lifetime: int, tag: str) -> Gen:
@@ -1097,14 +1091,7 @@ class Soak:
             os.unlink(self.bin)  # the copy (100 MB) was only for the run
         except (OSError, AttributeError):
             pass
-        for b in self.backends:
-            if b.poll() is None:
-                b.send_signal(signal.SIGTERM)
-                try:
-                    b.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    b.kill()
-                    b.wait()
+        self.stop_backends()
         self.backend_stats = {}
         for name in ("ws-backend-stats.json", "sse-backend-stats.json"):
             try:

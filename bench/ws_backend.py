@@ -77,24 +77,34 @@ def answer(target: str, body: bytes) -> tuple[bytes, list[str]]:
     return b"", []
 
 
+async def read_request(reader: asyncio.StreamReader) -> tuple[str, dict[str, str], bytes] | None:
+    """One HTTP/1.1 request: (target, headers with lower-case names, body), or None when the client is gone.
+    Shared with bench/soak.py's SSE backend."""
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+        return None
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ")
+    target = parts[1] if len(parts) > 1 else "/"
+    headers = {}
+    for h in lines[1:]:
+        if ":" in h:
+            k, v = h.split(":", 1)
+            headers[k.strip().lower()] = v.strip()
+    n = int(headers.get("content-length", "0") or 0)
+    body = await reader.readexactly(n) if n else b""
+    return target, headers, body
+
+
 async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     stats["connections"] += 1
     try:
         while True:
-            try:
-                head = await reader.readuntil(b"\r\n\r\n")
-            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            request = await read_request(reader)
+            if request is None:
                 return
-            lines = head.decode("latin-1").split("\r\n")
-            parts = lines[0].split(" ")
-            target = parts[1] if len(parts) > 1 else "/"
-            headers = {}
-            for h in lines[1:]:
-                if ":" in h:
-                    k, v = h.split(":", 1)
-                    headers[k.strip().lower()] = v.strip()
-            n = int(headers.get("content-length", "0") or 0)
-            body = await reader.readexactly(n) if n else b""
+            target, headers, body = request
             stats["requests"] += 1
             out, extra = answer(target, body)
             close = headers.get("connection", "").lower() == "close"
