@@ -37,7 +37,6 @@ import Testing
             (try? sync.handler(type: ByteToMessageHandler<ObservedRequestDecoder>.self)) != nil,
             (try? sync.handler(type: ClientRequestObserver.self)) != nil,
             (try? sync.handler(type: HTTPServerPipelineHandler.self)) != nil,
-            (try? sync.handler(type: ClientProtocolErrorHandler.self)) != nil,
         ]
         #expect(Set(handlers).count == 1, "request handlers partly present: \(handlers)")
         return handlers[0]

@@ -84,7 +84,7 @@ enum ClientChannelInitializer {
     }
 
     /// NIO's HTTP/1.1 server pipeline, assembled here rather than by `configureHTTPServerPipeline` so that the
-    /// decoder's head limit is `client_buffer_size` and its overflow answers 431 (ClientProtocolErrorHandler).
+    /// decoder's head limit is `client_buffer_size` and its overflow answers 431 (`HTTPProxyHandler.errorCaught`).
     /// The upgrade handler consults a per-connection `WebSocketHandshake` and removes itself after the first
     /// request that is not a WebSocket upgrade, so held requests do not pay for it.
     private static func configurePipeline(channel: Channel, gateway: GatewayContext, settings: LiveSettings) throws {

@@ -4,10 +4,10 @@ import NIOHTTP1
 import NIOExtras
 
 /// The handlers between the response encoder and `HTTPProxyHandler` that only reading requests needs: the decoder,
-/// the observer, NIO's pipelining handler and the protocol-error answers. An idle stream hold reads nothing (NIO's
-/// pipelining handler stops reading until the response ends), so it lets them go while it lasts (~2 KB,
-/// bench/README, where the bytes go), pauses reading instead, and makes them afresh when its response ends on a
-/// kept-alive connection. The decoder and pipelining handler held nothing then (`ClientRequestObserver`), so fresh
+/// the observer and NIO's pipelining handler (a request that does not parse is answered by `HTTPProxyHandler`).
+/// An idle stream hold reads nothing (NIO's pipelining handler stops reading until the response ends), so it lets
+/// them go while it lasts (~2 KB, bench/README, where the bytes go), pauses reading instead, and makes them afresh
+/// when its response ends on a kept-alive connection. The decoder and pipelining handler held nothing then (`ClientRequestObserver`), so fresh
 /// ones are in the state the old ones would be in. A client's disconnect is still seen: NIO reads up to the EOF
 /// whether or not reading is paused.
 enum ClientRequestHandlers {
@@ -20,8 +20,17 @@ enum ClientRequestHandlers {
         let observer = ClientRequestObserver(proxy)
         return [
             ByteToMessageHandler(ObservedRequestDecoder(decoder: decoder, observer: observer)), observer,
-            HTTPServerPipelineHandler(), ClientProtocolErrorHandler(),
+            HTTPServerPipelineHandler(),
         ]
+    }
+
+    /// The answer to a request that does not parse: as NIO's `HTTPServerProtocolErrorHandler`, but a head over
+    /// `client_buffer_size` gets 431 (decisions C6), any other parse error 400.
+    static func answer(to error: HTTPParserError) -> (HTTPResponseHead, ByteBuffer) {
+        let tooLarge = error == .headerOverflow
+        let body = ByteBuffer(string: tooLarge ? "Request header fields too large.\n" : "Bad request.\n")
+        let headers: HTTPHeaders = ["Content-Type": "text/plain", "Connection": "close", "Content-Length": String(body.readableBytes)]
+        return (HTTPResponseHead(version: .http1_1, status: tooLarge ? .requestHeaderFieldsTooLarge : .badRequest, headers: headers), body)
     }
 
     /// Removes the request handlers and pauses reading, when they hold nothing back; true when it did. Removing
@@ -31,11 +40,9 @@ enum ClientRequestHandlers {
         guard let observer = try? sync.handler(type: ClientRequestObserver.self), observer.isIdle(headsReceived: headsReceived),
               (try? sync.handler(type: HTTPServerUpgradeHandler.self)) == nil,
               let decoder = try? sync.handler(type: ByteToMessageHandler<ObservedRequestDecoder>.self),
-              let pipelining = try? sync.handler(type: HTTPServerPipelineHandler.self),
-              let errors = try? sync.handler(type: ClientProtocolErrorHandler.self) else { return false }
+              let pipelining = try? sync.handler(type: HTTPServerPipelineHandler.self) else { return false }
         sync.removeHandler(observer, promise: nil)
         sync.removeHandler(pipelining, promise: nil)
-        sync.removeHandler(errors, promise: nil)
         sync.removeHandler(decoder, promise: nil)
         try? context.channel.syncOptions?.setOption(.autoRead, value: false)
         return true

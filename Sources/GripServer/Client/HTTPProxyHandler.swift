@@ -47,6 +47,9 @@ final class HTTPProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var clientAddress: String?
     /// The connection came through a TLS listener; read with `clientAddress`.
     private var isTLS = false
+    /// A response head went out and its end has not: a request that does not parse then gets no answer of
+    /// its own (the decoder closes the connection).
+    private var responseOpen = false
     /// The clock between requests (`client_idle_timeout`, `client_head_timeout`), sharing the machine's deadline slot.
     private var requestClock = RequestClock()
     /// Its place in the loop's deadline wheel (`SubscriptionShard.setDeadline`).
@@ -155,6 +158,14 @@ final class HTTPProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
             // on as plain HTTP, and this handler relays the kept refusal (decisions W10).
             return
         }
+        if let parserError = error as? HTTPParserError, !responseOpen {
+            // Answered here rather than by a handler of its own, which every request and response part of every
+            // connection would pass through; the decoder closes the connection after.
+            let (head, body) = ClientRequestHandlers.answer(to: parserError)
+            context.write(wrapOutboundOut(.head(head)), promise: nil)
+            context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        }
         logger.debug("client connection error: \(error)")
         context.close(promise: nil)
     }
@@ -192,6 +203,7 @@ final class HTTPProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
         case .scheduleFlush:
             shard?.flushSoon(self)
         case .endResponse(let keepAlive):
+            responseOpen = false
             chunkWriter = nil
             exchange = nil
             // Before the write: ending the response may hand a pipelined request on at once, which stops it.
@@ -258,6 +270,7 @@ final class HTTPProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
         // Single fields, not the request: a copy of it retains its every string and array.
         let version = exchange?.request.version ?? .http1_1
         chunkWriter = nil
+        responseOpen = true
         // NIO's encoder frames a body as chunks exactly when this holds (HTTP/1.1, a body allowed, no length).
         if version.major > 1 || (version.major == 1 && version.minor >= 1), exchange?.request.method != .HEAD, head.code >= 200,
            head.code != 204, head.code != 304, head.headers.first(named: "Content-Length") == nil {
