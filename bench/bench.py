@@ -266,6 +266,25 @@ class Server:
                 self.backend.wait()
 
 
+class PhaseProfile:
+    """`BENCH_PERF_PHASE=close|storm` (and `BENCH_PERF_OUT`, default /tmp/bench-<phase>.perf.data): records the
+    server's main process with `perf record -g` during that phase only, to see where its time goes."""
+
+    def __init__(self, phase: str, server: "Server"):
+        self.proc = None
+        if os.environ.get("BENCH_PERF_PHASE") != phase or not server.proc or not shutil.which("perf"):
+            return
+        out = os.environ.get("BENCH_PERF_OUT", f"/tmp/bench-{phase}.perf.data")
+        self.proc = subprocess.Popen(["perf", "record", "-q", "-g", "-F", "499", "-p", str(server.proc.pid), "-o", out],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
+
+    def stop(self) -> None:
+        if self.proc:
+            self.proc.send_signal(signal.SIGINT)
+            self.proc.wait()
+
+
 def total(snap: dict, key: str) -> float:
     return sum(p[key] for p in snap.values())
 
@@ -566,9 +585,11 @@ def run_connections(server: Server, mode: str, N: int, ctx) -> dict:
 
     # all clients close at once
     ends0 = server.backend_close_events()
+    profile = PhaseProfile("close", server)
     t0, c0, k0 = time.time(), server.cpu(), server.backend_cpu()
     H.quit(wait=False)
     quiet_s, quiet_cpu = wait_quiet(server, t0, c0, a.quiet_max)
+    profile.stop()
     H.join()
     closed = settle_rss(server, 3.0)
     res["close"] = {"quiet_s": quiet_s, "server_cpu_s": quiet_cpu, "backend_cpu_s": server.backend_cpu() - k0,
@@ -582,10 +603,12 @@ def run_connections(server: Server, mode: str, N: int, ctx) -> dict:
                  f"{total(closed, 'rss_kb') / 1024:.0f} MB after close{ends}")
 
     # all clients reconnect at once
+    profile = PhaseProfile("storm", server)
     t0, c0, k0 = time.time(), server.cpu(), server.backend_cpu()
     R = Holders(lg, server.client_port, N, mode, "fan", ctx.pool, ctx.workdir, f"{ctx.tag}-storm",
                 max_pending_total=N, retries=250, retry_delay_ms=500, ready_timeout=int(a.storm_timeout))
     r = R.wait_ready()
+    profile.stop()
     storm = {"back": r["ok"], "failed": r["failed"], "retried": r["retried"], "all_back_s": r["ms"] / 1000,
              "wall_s": time.time() - t0, "server_cpu_s": server.cpu() - c0, "backend_cpu_s": server.backend_cpu() - k0}
     time.sleep(2.0)
@@ -1104,8 +1127,9 @@ def main() -> int:
     # binaries
     gp_bin = os.environ.get("GRIPPROXY_BIN")
     if not gp_bin:
-        rel, dbg = os.path.join(REPO, ".build", "release", "gripproxy"), os.path.join(REPO, ".build", "debug", "gripproxy")
-        gp_bin = rel if os.access(rel, os.X_OK) else dbg
+        # .build-release is the scratch path the README's release build uses beside the debug .build
+        candidates = [os.path.join(REPO, d, "release", "gripproxy") for d in (".build-release", ".build")]
+        gp_bin = next((c for c in candidates if os.access(c, os.X_OK)), os.path.join(REPO, ".build", "debug", "gripproxy"))
     gp_real = os.path.realpath(gp_bin)
     build = "release" if "/release/" in gp_real else "debug" if "/debug/" in gp_real else "unknown (GRIPPROXY_BIN)"
     if "gripproxy" in targets:

@@ -48,7 +48,7 @@ package final class GatewayService: Service, Sendable {
             return RedisBackplane(configuration: backplane, input: input, logger: logger, metricsPrefix: metricsPrefix)
         }
         self.context = GatewayContext(
-            configuration: configuration, routes: RouteStore(routes: configuration.routes), backend: backend, hub: hub, logger: logger,
+            configuration: configuration, routes: RouteStore(routes: configuration.routes, loops: hub.eventLoops), backend: backend, hub: hub, logger: logger,
             metrics: metrics
         )
     }

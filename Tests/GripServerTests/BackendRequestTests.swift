@@ -83,3 +83,19 @@ import Testing
         #expect(BackendRequest.url(target: route.targets[0], pathAndQuery: "/a b|c?x={1}") == "http://127.0.0.1:8000/a%20b%7Cc?x=%7B1%7D")
     }
 }
+
+@Suite struct ParsedBackendURLsTests {
+    @Test func reusesAParsedURLPerMethodAndStaysBounded() throws {
+        let parsed = ParsedBackendURLs()
+        let post = try parsed.request(.POST, "http://127.0.0.1:8000/ws?channel=a")
+        #expect(post.method == .POST && post.host == "127.0.0.1" && post.port == 8000 && post.url.query == "channel=a")
+        let get = try parsed.request(.GET, "http://127.0.0.1:8000/ws?channel=a")
+        #expect(get.method == .GET && get.url == post.url)
+        #expect(throws: (any Error).self) { try parsed.request(.GET, "") }
+        for index in 0..<(ParsedBackendURLs.capacity * 2) {
+            let request = try parsed.request(.GET, "http://h/\(index)")
+            #expect(request.url.path == "/\(index)")
+        }
+        #expect(parsed.count <= ParsedBackendURLs.capacity)
+    }
+}

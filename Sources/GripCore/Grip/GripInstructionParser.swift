@@ -25,9 +25,7 @@ package enum GripInstructionParser {
     /// True when the first `Content-Type`, up to any `;` and trimmed, is `application/grip-instruct`
     /// (compared case-insensitively, as media types are).
     package static func hasInstructMediaType(_ headers: [HTTPField]) -> Bool {
-        guard let contentType = headers.first(named: "Content-Type") else { return false }
-        let mediaType = contentType.split(separator: ";", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
-        return trimmed(String(mediaType)).caseInsensitiveEquals(instructMediaType)
+        headers.first(named: "Content-Type")?.hasMediaType(instructMediaType) ?? false
     }
 
     /// Parses the instructions of a backend response with status `code` and `reason`.

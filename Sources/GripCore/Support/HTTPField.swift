@@ -47,7 +47,28 @@ extension String {
 
     /// True when the string starts with `prefix`, ignoring ASCII case.
     package func hasCaseInsensitivePrefix(_ prefix: String) -> Bool {
-        guard self.utf8.count >= prefix.utf8.count else { return false }
-        return String(decoding: self.utf8.prefix(prefix.utf8.count), as: UTF8.self).caseInsensitiveEquals(prefix)
+        var rest = self.utf8.makeIterator()
+        for expected in prefix.utf8 {
+            guard let byte = rest.next(), Self.asciiLowercased(byte) == Self.asciiLowercased(expected) else { return false }
+        }
+        return true
+    }
+
+    /// True when this `Content-Type` value names `mediaType`: the part before any `;`, trimmed of spaces and
+    /// tabs, compared ignoring ASCII case (media types are case-insensitive; parameters such as `charset` are
+    /// allowed). Reads the bytes in place: it runs on every backend answer.
+    package func hasMediaType(_ mediaType: String) -> Bool {
+        let bytes = self.utf8
+        var lower = bytes.startIndex
+        var upper = bytes.firstIndex(of: UInt8(ascii: ";")) ?? bytes.endIndex
+        while lower < upper, bytes[lower] == 0x20 || bytes[lower] == 0x09 { lower = bytes.index(after: lower) }
+        while upper > lower, case let last = bytes[bytes.index(before: upper)], last == 0x20 || last == 0x09 {
+            upper = bytes.index(before: upper)
+        }
+        return bytes[lower..<upper].elementsEqual(mediaType.utf8) { Self.asciiLowercased($0) == Self.asciiLowercased($1) }
+    }
+
+    private static func asciiLowercased(_ byte: UInt8) -> UInt8 {
+        byte >= 65 && byte <= 90 ? byte + 32 : byte
     }
 }

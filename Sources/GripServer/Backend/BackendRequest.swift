@@ -71,7 +71,7 @@ package enum BackendRequest {
     package static func url(target: RouteTarget, pathAndQuery: String) -> String? {
         guard case .backend(let host, let port) = target.kind else { return nil }
         let scheme = target.ssl ? "https" : "http"
-        let hostPart = host.contains(":") ? "[\(host)]" : host
+        let hostPart = host.utf8.contains(UInt8(ascii: ":")) ? "[\(host)]" : host
         var path = pathAndQuery.isEmpty ? "/" : pathAndQuery
         if !path.hasPrefix("/") { path = "/" + path }
         return "\(scheme)://\(hostPart):\(port)\(percentEncodeInvalid(path))"

@@ -84,10 +84,8 @@ struct WebSocketOverHTTPRequest {
         let body = ByteBuffer(bytes: WebSocketEventCodec.encode(events))
         let httpRequest: HTTPClient.Request
         do {
-            httpRequest = try HTTPClient.Request(
-                url: url, method: .POST, headers: headers(gripSig: gateway.gripSig(for: route)),
-                body: .byteBuffer(body)
-            )
+            httpRequest = try gateway.backend.request(url: url, method: .POST, headers: headers(gripSig: gateway.gripSig(for: route)),
+                                                      body: body, on: loop)
         } catch {
             return loop.makeSucceededFuture(.failure(.other("invalid backend URL \(url)")))
         }
@@ -103,9 +101,7 @@ struct WebSocketOverHTTPRequest {
 
     /// websocket-over-http 4: the media type decides, parameters such as `charset` are allowed (GripProxy).
     static func isEventsMediaType(_ contentType: String?) -> Bool {
-        guard let contentType else { return false }
-        let media = contentType.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() } ?? ""
-        return media == mediaType
+        contentType?.hasMediaType(mediaType) ?? false
     }
 
     /// `Set-Meta-<Name>: <value>` stores meta; an empty value deletes it. Names compare case-insensitively.

@@ -14,13 +14,15 @@ struct ClientRequestRouter {
     }
 
     let gateway: GatewayContext
+    /// The loop the request arrived on, whose copy of the route table it reads.
+    let eventLoop: EventLoop
 
     func route(_ head: HTTPRequestHead, clientAddress: String?, isTLS: Bool = false) -> Outcome {
         let fields = head.headers.fields
         let hostHeader = fields.first(named: "Host")
         let isWebSocket = head.asksForWebSocket
         let path = head.uri.utf8.firstIndex(of: UInt8(ascii: "?")).map { String(head.uri[..<$0]) } ?? head.uri
-        let table = gateway.routes.current
+        let table = gateway.routes.table(on: eventLoop)
         var route: Route?
         if gateway.configuration.backend.acceptPushpinRoute, let id = fields.first(named: "Pushpin-Route") {
             route = table.route(id: id)

@@ -117,7 +117,7 @@ final class HTTPProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
             let (exchange, request) = ProxyExchange.admit(head, clientAddress: clientAddress.flatMap { $0.isEmpty ? nil : $0 }, isTLS: isTLS,
                                                           keepAliveJitter: shard?.keepAliveJitter() ?? .zero,
                                                           maxHeadBytes: gateway.settings(on: context.eventLoop).maxHeadBytes,
-                                                          gateway: gateway, handshake: handshake)
+                                                          gateway: gateway, eventLoop: context.eventLoop, handshake: handshake)
             if !head.asksForWebSocket { handshake = nil }
             self.exchange = exchange
             run(machine.requestReceived(request))
@@ -226,7 +226,7 @@ final class HTTPProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
             call(exchange.forward(targetIndex: targetIndex, body: body, gripLast: gripLast, gateway: gateway), id: id, context)
         case .fetchLink(let id, let uri, let gripLast):
             guard let exchange else { return }
-            call(exchange.fetchLink(uri, gripLast: gripLast, gateway: gateway), id: id, context)
+            call(exchange.fetchLink(uri, gripLast: gripLast, gateway: gateway, eventLoop: context.eventLoop), id: id, context)
         case .cancelBackendCall(let id):
             guard let outstanding = backendTask, outstanding.id == id else { return }
             backendTask = nil

@@ -33,7 +33,7 @@ struct ProxyExchange {
     /// Routes a request head (routes.md 1) and says what the machine is to do with it: forward it, or answer at once
     /// (head over `client_buffer_size`, no route, a refused WebSocket handshake, WebSocket events sent directly).
     static func admit(_ head: HTTPRequestHead, clientAddress: String?, isTLS: Bool, keepAliveJitter: TimeAmount,
-                      maxHeadBytes: Int, gateway: GatewayContext, handshake: WebSocketHandshake?) -> (ProxyExchange, HoldStateMachine.Request) {
+                      maxHeadBytes: Int, gateway: GatewayContext, eventLoop: EventLoop, handshake: WebSocketHandshake?) -> (ProxyExchange, HoldStateMachine.Request) {
         let fields = head.headers.fields
         var request = HoldStateMachine.Request(
             isHEAD: head.method == .HEAD, isHTTP10: head.version.minor == 0, keepAlive: head.isKeepAlive,
@@ -57,7 +57,7 @@ struct ProxyExchange {
                                            body: nil, clientAddress: nil, isTLS: isTLS)
             return (ProxyExchange(request: original), request)
         }
-        switch ClientRequestRouter(gateway: gateway).route(head, clientAddress: clientAddress, isTLS: isTLS) {
+        switch ClientRequestRouter(gateway: gateway, eventLoop: eventLoop).route(head, clientAddress: clientAddress, isTLS: isTLS) {
         case .noRoute(let host, let unrouted):
             let exchange = ProxyExchange(request: unrouted)
             exchange.logAccess(gateway.logger, status: 502, hold: nil)
@@ -109,8 +109,8 @@ struct ProxyExchange {
     }
 
     /// A next-link fetch (grip-http 7): GET, no client headers, routed like a client request.
-    func fetchLink(_ uri: String, gripLast: [HTTPField], gateway: GatewayContext) -> Call {
-        let (linkRoute, pathAndQuery) = routeForLink(uri, gateway: gateway)
+    func fetchLink(_ uri: String, gripLast: [HTTPField], gateway: GatewayContext, eventLoop: EventLoop) -> Call {
+        let (linkRoute, pathAndQuery) = routeForLink(uri, table: gateway.routes.table(on: eventLoop))
         guard let linkRoute, let target = linkRoute.targets.first,
               let url = BackendRequest.url(target: target, pathAndQuery: linkRoute.rewrittenPath(pathAndQuery)) else {
             return .unroutable("next link \(uri) has no route")
@@ -127,7 +127,7 @@ struct ProxyExchange {
 
     /// Next links are routed like client requests (grip-http 7), so a rewriting route applies again; a link no route
     /// matches goes to the request's route.
-    private func routeForLink(_ uri: String, gateway: GatewayContext) -> (Route?, String) {
+    private func routeForLink(_ uri: String, table: RouteTable) -> (Route?, String) {
         var host = request.host ?? heldHost
         var pathAndQuery = uri
         if let url = URL(string: uri), let linkHost = url.host, url.scheme != nil {
@@ -141,7 +141,7 @@ struct ProxyExchange {
             }
         }
         let path = String(pathAndQuery.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? "")
-        if let matched = gateway.routes.current.match(host: host, path: path, isTLS: request.isTLS, isWebSocket: false) {
+        if let matched = table.match(host: host, path: path, isTLS: request.isTLS, isWebSocket: false) {
             return (matched, pathAndQuery)
         }
         return (route, pathAndQuery)

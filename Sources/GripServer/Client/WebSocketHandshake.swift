@@ -62,7 +62,7 @@ final class WebSocketHandshake {
     private func shouldUpgrade(channel: Channel, head: HTTPRequestHead) -> EventLoopFuture<HTTPHeaders?> {
         gateway.metrics.requestReceived.increment()
         let fields = head.headers.fields
-        guard case .routed(let route, let request) = ClientRequestRouter(gateway: gateway).route(head, clientAddress: channel.remoteAddress?.ipAddress,
+        guard case .routed(let route, let request) = ClientRequestRouter(gateway: gateway, eventLoop: eventLoop).route(head, clientAddress: channel.remoteAddress?.ipAddress,
                                                                                                      isTLS: channel.isTLS),
               let target = route.targets.first else {
             return eventLoop.makeSucceededFuture(nil)  // the proxy handler answers "No route"

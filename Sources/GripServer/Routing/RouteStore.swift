@@ -1,19 +1,38 @@
 import GripCore
-import NIOConcurrencyHelpers
+import NIOCore
 
-/// The current route table. A reload swaps the whole table; requests already routed keep the `Route`
-/// value they copied (routes.md 1).
+/// The route table, one copy per client event loop: every request reads its own loop's copy without a lock (it
+/// is on the path of every long-poll), and a routes-file reload hands each loop the new table with one
+/// `execute`, as `LiveSettingsBoard` does for the settings. Requests already routed keep the `Route` value they
+/// copied (routes.md 1).
 package final class RouteStore: Sendable {
-    private let table: NIOLockedValueBox<RouteTable>
-
-    package init(routes: [Route]) {
-        self.table = NIOLockedValueBox(RouteTable(routes: routes))
+    private final class Copy {
+        var table: RouteTable
+        init(_ table: RouteTable) { self.table = table }
     }
 
-    package var current: RouteTable { table.withLockedValue { $0 } }
+    private let copies: [ObjectIdentifier: LoopConfined<Copy>]
+    private let loops: [EventLoop]
 
+    package init(routes: [Route], loops: [EventLoop]) {
+        let table = RouteTable(routes: routes)
+        var copies: [ObjectIdentifier: LoopConfined<Copy>] = [:]
+        for loop in loops { copies[ObjectIdentifier(loop)] = LoopConfined(Copy(table), eventLoop: loop) }
+        self.copies = copies
+        self.loops = loops
+    }
+
+    /// The table for a request on `loop`. Must be called on that loop.
+    package func table(on loop: EventLoop) -> RouteTable {
+        copies[ObjectIdentifier(loop)]!.value.table
+    }
+
+    /// Requests routed after a loop ran its `execute` use `routes`.
     package func replace(with routes: [Route]) {
-        let newTable = RouteTable(routes: routes)
-        table.withLockedValue { $0 = newTable }
+        let table = RouteTable(routes: routes)
+        for loop in loops {
+            let copy = copies[ObjectIdentifier(loop)]!
+            loop.execute { copy.value.table = table }
+        }
     }
 }

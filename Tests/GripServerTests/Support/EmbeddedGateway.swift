@@ -24,7 +24,7 @@ struct EmbeddedGateway {
         let backend = BackendClient(group: backendGroup, configuration: .init(), signer: GripSigner())
         var configuration = GatewayConfiguration()
         configuration.routes = RoutesFile.builtInRoutes
-        let gateway = GatewayContext(configuration: configuration, routes: RouteStore(routes: configuration.routes),
+        let gateway = GatewayContext(configuration: configuration, routes: RouteStore(routes: configuration.routes, loops: hub.eventLoops),
                                      backend: backend, hub: hub, logger: Logger(label: "test"), metrics: hub.metrics)
         let channel = EmbeddedChannel(loop: loop)
         try install(gateway, channel.pipeline.syncOperations)
