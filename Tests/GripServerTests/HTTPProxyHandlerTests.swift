@@ -244,4 +244,36 @@ import Testing
         #expect(!fixture.channel.isActive)
         try await fixture.shutdown()
     }
+
+    @Test func aHeldLongPollKeepsReadingUntilAPipelinedRequestWaits() async throws {
+        let fixture = try makeServerPipelineFixture()
+        let reads = ReadRecorder()
+        try fixture.channel.pipeline.syncOperations.addHandler(reads, position: .first)
+        try fixture.send(get("/response?channel=held"))
+        // Held: NIO's pipelining handler would stop reading here; the observer keeps the socket registered.
+        #expect(fixture.shard.subscriberCount(of: "held") == 1)
+        let whileHeld = reads.count
+        #expect(whileHeld >= 1)
+        // A pipelined request is held back by the pipelining handler, and reading is left to it.
+        try fixture.send(get("/response?channel=next"))
+        #expect(reads.count == whileHeld)
+        #expect(fixture.shard.subscriberCount(of: "next") == 0)
+        fixture.publish([responseItem("held", "first\n")])
+        #expect(try fixture.written().hasSuffix("\r\n\r\nfirst\n"))
+        // The first response ended: the pipelined request went through and is held in its turn. (On a socket,
+        // the pipelining handler then passes on the autoRead it swallowed; an embedded channel has no autoRead.)
+        #expect(fixture.shard.subscriberCount(of: "next") == 1)
+        try await fixture.shutdown()
+    }
+}
+
+/// Counts the `read` requests that reach the head of the pipeline.
+private final class ReadRecorder: ChannelOutboundHandler {
+    typealias OutboundIn = NIOAny
+    private(set) var count = 0
+
+    func read(context: ChannelHandlerContext) {
+        count += 1
+        context.read()
+    }
 }

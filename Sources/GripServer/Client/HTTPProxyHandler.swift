@@ -40,7 +40,7 @@ final class HTTPProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// Whether the handlers that read requests (`ClientChannelInitializer.requestHandlers`) are in the pipeline.
     private var requestHandlers = RequestHandlers.inPipeline
     /// Request heads received, compared with `ClientRequestObserver.headsDecoded`.
-    private var headsReceived = 0
+    private(set) var headsReceived = 0
     /// Between a `channelRead` and its `channelReadComplete`: the decoder may be mid-buffer.
     private var reading = false
     /// The client's IP address, read once per connection (each read builds a string); empty when unknown.
