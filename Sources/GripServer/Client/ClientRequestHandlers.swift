@@ -33,6 +33,27 @@ enum ClientRequestHandlers {
         return (HTTPResponseHead(version: .http1_1, status: tooLarge ? .requestHeaderFieldsTooLarge : .badRequest, headers: headers), body)
     }
 
+    /// Writes `answer(to:)` from the proxy handler's `context` (the decoder closes the connection after).
+    static func answer(_ error: HTTPParserError, on context: ChannelHandlerContext) {
+        let (head, body) = answer(to: error)
+        context.write(NIOAny(HTTPServerResponsePart.head(head)), promise: nil)
+        context.write(NIOAny(HTTPServerResponsePart.body(.byteBuffer(body))), promise: nil)
+        context.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil)), promise: nil)
+    }
+
+    /// A slow request head gets 408, written below the HTTP handlers: no request was decoded for the pipelining
+    /// handler to pair an answer with. Then the connection closes.
+    static func answerHeadTimeout(_ context: ChannelHandlerContext, clientAddress: String?, gateway: GatewayContext) {
+        gateway.metrics.headTimeouts.increment()
+        gateway.logger.info("request head not complete within client_head_timeout; 408",
+                            metadata: ["client": "\(clientAddress ?? context.channel.remoteAddress?.ipAddress ?? "-")"])
+        guard let below = try? context.pipeline.syncOperations.context(handlerType: HTTPResponseEncoder.self) else {
+            return context.close(promise: nil)
+        }
+        below.writeAndFlush(NIOAny(closingAnswer("408 Request Timeout", body: "Request timeout.\n")))
+            .assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+    }
+
     /// Removes the request handlers and pauses reading, when they hold nothing back; true when it did. Removing
     /// them may ask for a read, so reading is paused after.
     static func release(from context: ChannelHandlerContext, headsReceived: Int) -> Bool {

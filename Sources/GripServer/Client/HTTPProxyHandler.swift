@@ -161,10 +161,7 @@ final class HTTPProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
         if let parserError = error as? HTTPParserError, !responseOpen {
             // Answered here rather than by a handler of its own, which every request and response part of every
             // connection would pass through; the decoder closes the connection after.
-            let (head, body) = ClientRequestHandlers.answer(to: parserError)
-            context.write(wrapOutboundOut(.head(head)), promise: nil)
-            context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
-            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            ClientRequestHandlers.answer(parserError, on: context)
         }
         logger.debug("client connection error: \(error)")
         context.close(promise: nil)
@@ -190,8 +187,7 @@ final class HTTPProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
         case .writeHead(let head):
             writeHead(head, context)
         case .writeBody(let bytes):
-            if let chunkWriter, let delivering, let chunk = delivering.streamChunk, let shared = delivering.streamContent,
-               bytes.isSameView(as: shared) {
+            if let chunkWriter, let chunk = delivering?.streamChunk(standingFor: bytes) {
                 chunkWriter.write(NIOAny(chunk), promise: nil)
             } else {
                 context.write(wrapOutboundOut(.body(.byteBuffer(bytes))), promise: nil)
@@ -243,11 +239,11 @@ final class HTTPProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
         case .forgetLastIDs(let channels):
             for channel in channels { gateway.hub.forgetLastID(of: channel) }
         case .subscribe(let channels, let mode):
-            for channel in channels { gateway.hub.subscribe(self, channel: channel, kind: Self.kind(mode), on: context.eventLoop) }
+            for channel in channels { gateway.hub.subscribe(self, channel: channel, kind: SubscriptionKind(mode), on: context.eventLoop) }
             // Subscribing as a stream is where a stream hold is set up; what only set-up needed may go.
             if mode == .stream { streamHoldEstablished(context) }
         case .unsubscribe(let channels, let mode):
-            for channel in channels { gateway.hub.unsubscribe(self, channel: channel, kind: Self.kind(mode), on: context.eventLoop) }
+            for channel in channels { gateway.hub.unsubscribe(self, channel: channel, kind: SubscriptionKind(mode), on: context.eventLoop) }
         case .setDeadline(let deadline):
             requestClock.machineSetDeadline()
             shard?.setDeadline(deadline, for: self)
@@ -257,12 +253,7 @@ final class HTTPProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
             // Checked here too: calling into the exchange copies it, per delivery, even when the line is dropped.
             if logger.logLevel <= .info { exchange?.logAccess(logger, status: status, hold: hold) }
         case .log(let level, let message):
-            let line = "\(exchange?.requestLine ?? "-"): \(message)"
-            switch level {
-            case .info: logger.info("\(line)")
-            case .warning: logger.warning("\(line)")
-            case .error: logger.error("\(line)")
-            }
+            logger.log(level: Logger.Level(level), "\(exchange?.requestLine ?? "-"): \(message)")
         }
     }
 
@@ -328,19 +319,6 @@ final class HTTPProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
         if requestClock.stop() { shard?.setDeadline(nil, for: self) }
     }
 
-    /// A slow request head gets 408, written below the HTTP handlers: no request was decoded for the pipelining
-    /// handler to pair an answer with.
-    private func answerHeadTimeout(_ context: ChannelHandlerContext) {
-        gateway.metrics.headTimeouts.increment()
-        logger.info("request head not complete within client_head_timeout; 408",
-                    metadata: ["client": "\(clientAddress ?? context.channel.remoteAddress?.ipAddress ?? "-")"])
-        guard let below = try? context.pipeline.syncOperations.context(handlerType: HTTPResponseEncoder.self) else {
-            return context.close(promise: nil)
-        }
-        below.writeAndFlush(NIOAny(closingAnswer("408 Request Timeout", body: "Request timeout.\n")))
-            .assumeIsolated().whenComplete { _ in context.close(promise: nil) }
-    }
-
     /// Makes a backend call: over HTTP, or in process (the `test` target), whose answer is fed back at once.
     private func call(_ call: ProxyExchange.Call, id: CallID, _ context: ChannelHandlerContext) {
         switch call {
@@ -352,13 +330,6 @@ final class HTTPProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
             run(machine.backendInstructed(call: id, instruction, now: .now()))
         case .unroutable(let reason):
             run(machine.backendFailed(call: id, .unroutable(reason)))
-        }
-    }
-
-    private static func kind(_ mode: GripHoldMode) -> SubscriptionKind {
-        switch mode {
-        case .response: .responseHold
-        case .stream: .streamHold
         }
     }
 
@@ -396,7 +367,7 @@ extension HTTPProxyHandler: HubSubscriber {
             logger.debug("closing client connection idle for client_idle_timeout")
             context?.close(promise: nil)
         case .headTimedOut:
-            if let context { answerHeadTimeout(context) }
+            if let context { ClientRequestHandlers.answerHeadTimeout(context, clientAddress: clientAddress, gateway: gateway) }
         }
     }
 }
@@ -425,16 +396,5 @@ extension HTTPProxyHandler: BackendCallReceiver {
     func backendFailed(call: UInt64, _ failure: BackendFailure) {
         if backendTask?.id.rawValue == call { backendTask = nil }
         run(machine.backendFailed(call: CallID(call), HoldStateMachine.BackendFailure(failure)))
-    }
-}
-
-extension ByteBuffer {
-    /// True when both buffers show the same bytes of the same storage (a shared buffer passed along), without
-    /// comparing the bytes.
-    fileprivate func isSameView(as other: ByteBuffer) -> Bool {
-        guard readableBytes == other.readableBytes else { return false }
-        return withUnsafeReadableBytes { mine in
-            other.withUnsafeReadableBytes { theirs in mine.baseAddress == theirs.baseAddress }
-        }
     }
 }

@@ -203,3 +203,13 @@ extension HoldStateMachine.Configuration {
         )
     }
 }
+
+extension Logger.Level {
+    init(_ level: HoldStateMachine.LogLevel) {
+        switch level {
+        case .info: self = .info
+        case .warning: self = .warning
+        case .error: self = .error
+        }
+    }
+}

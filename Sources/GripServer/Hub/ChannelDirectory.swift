@@ -299,4 +299,13 @@ package final class ChannelDirectory {
 }
 
 /// What kind of subscriber joined or left a channel: it decides the re-check and the linger.
-package enum SubscriptionKind: Sendable { case responseHold, streamHold, webSocket }
+package enum SubscriptionKind: Sendable {
+    case responseHold, streamHold, webSocket
+
+    init(_ mode: GripHoldMode) {
+        switch mode {
+        case .response: self = .responseHold
+        case .stream: self = .streamHold
+        }
+    }
+}

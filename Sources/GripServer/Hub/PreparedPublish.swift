@@ -49,6 +49,16 @@ package final class PreparedPublish: Sendable {
 
     package var channel: String { item.channel }
 
+    /// The chunk to write instead of `bytes` when they are this item's shared stream content, as passed along
+    /// by a hold machine (same storage, same view: no bytes compared); nil for anything else.
+    func streamChunk(standingFor bytes: ByteBuffer) -> ByteBuffer? {
+        guard let streamChunk, let streamContent, bytes.readableBytes == streamContent.readableBytes else { return nil }
+        let same = bytes.withUnsafeReadableBytes { mine in
+            streamContent.withUnsafeReadableBytes { shared in mine.baseAddress == shared.baseAddress }
+        }
+        return same ? streamChunk : nil
+    }
+
     /// The size of the largest format as written to a client: what one delivery may add to a connection's
     /// unflushed writes.
     package var largestEncodingBytes: Int {
