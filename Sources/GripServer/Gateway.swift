@@ -2,7 +2,6 @@ import Foundation
 import GripCore
 import Logging
 import NIOCore
-import NIOExtras
 import NIOPosix
 import ServiceLifecycle
 
@@ -65,15 +64,13 @@ package final class GatewayService: Service, Sendable {
     package func run() async throws {
         try await context.backend.signer.prepare(signingIdentities(configuration.routes))
         context.hub.start()
-        // Optional so it can be released before the loops stop: its deinit completes a promise on a loop.
-        var quiesce: ServerQuiescingHelper? = ServerQuiescingHelper(group: group)
         var clientChannels: [Channel] = []
         let publishChannel: Channel
         var metricsChannel: Channel?
         var tls: TLSCertificateStore?
         do {
             for address in configuration.client.listen {
-                let channel = try await ClientChannelInitializer.bootstrap(group: group, gateway: context, quiesce: quiesce)
+                let channel = try await ClientChannelInitializer.bootstrap(group: group, gateway: context)
                     .bind(host: address.host, port: address.port).get()
                 clientChannels.append(channel)
                 logger.info("client listener on \(channel.localAddress.map { "\($0)" } ?? "\(address)")")
@@ -82,7 +79,7 @@ package final class GatewayService: Service, Sendable {
                 tls = try TLSCertificateStore(directory: configuration.client.tlsCertificates, logger: logger)
             }
             for address in configuration.client.tlsListen {
-                let channel = try await ClientChannelInitializer.bootstrap(group: group, gateway: context, quiesce: quiesce, tls: tls)
+                let channel = try await ClientChannelInitializer.bootstrap(group: group, gateway: context, tls: tls)
                     .bind(host: address.host, port: address.port).get()
                 clientChannels.append(channel)
                 logger.info("TLS client listener on \(channel.localAddress.map { "\($0)" } ?? "\(address)") (certificates: \(tls?.names ?? []))")
@@ -99,7 +96,6 @@ package final class GatewayService: Service, Sendable {
         } catch {
             logger.error("cannot listen: \(error)")
             for channel in clientChannels { try? await channel.close() }
-            quiesce = nil
             try? await shutdownResources()
             throw error
         }
@@ -119,11 +115,9 @@ package final class GatewayService: Service, Sendable {
         try? await metricsChannel?.close()
         // Items already answered 200 reach their subscribers before the holds end.
         await Self.wait(for: context.hub.drained(), atMost: .seconds(5), before: deadline)
-        let drained = group.next().makePromise(of: Void.self)
-        quiesce?.initiateShutdown(promise: drained)
+        for channel in clientChannels { try? await channel.close() }
         // Holds end promptly on quiesce; exchanges in progress finish, but not past the deadline.
-        await Self.wait(for: drained.futureResult, atMost: .seconds(10), before: deadline)
-        quiesce = nil
+        await Self.wait(for: context.connections.quiesce(), atMost: .seconds(10), before: deadline)
         // The closed WebSocket-over-HTTP sessions' last events go out before the backend client does.
         let notifyDeadline = min(ContinuousClock.now + .seconds(5), deadline)
         while ContinuousClock.now < notifyDeadline, !(await context.backend.isIdle()) {

@@ -14,6 +14,8 @@ package final class GatewayContext: Sendable {
     package let metrics: GatewayMetrics
     /// What a `SIGHUP` reload may change, one copy per event loop (read it with `settings(on:)`).
     package let live: LiveSettingsBoard
+    /// The open client connections per loop, for graceful shutdown.
+    package let connections: ClientConnections
     private let openConnections = NIOLockedValueBox(0)
     /// Open connections per source address, kept only when `client_maxconn_per_address` is set. Taken at
     /// accept and close only, never on the subscribe, publish or delivery paths.
@@ -28,6 +30,7 @@ package final class GatewayContext: Sendable {
         self.hub = hub
         self.logger = logger
         self.live = LiveSettingsBoard(loops: hub.eventLoops, configuration: configuration)
+        self.connections = ClientConnections(loops: hub.eventLoops)
     }
 
     /// The live settings for a connection on `loop`. Must be called on that loop.

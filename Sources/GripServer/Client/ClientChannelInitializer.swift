@@ -2,7 +2,6 @@ import GripCore
 import NIOCore
 import NIOHTTP1
 import NIOPosix
-import NIOExtras
 import NIOSSL
 import NIOTLS
 #if canImport(Glibc)
@@ -20,17 +19,10 @@ enum ClientChannelInitializer {
     static let listenBacklog: Int32 = 4096
 
     /// `tls`: the listener terminates TLS with these certificates (chosen by SNI).
-    static func bootstrap(group: EventLoopGroup, gateway: GatewayContext, quiesce: ServerQuiescingHelper?,
-                          tls: TLSCertificateStore? = nil) -> ServerBootstrap {
+    static func bootstrap(group: EventLoopGroup, gateway: GatewayContext, tls: TLSCertificateStore? = nil) -> ServerBootstrap {
         return ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: listenBacklog)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .serverChannelInitializer { channel in
-                guard let quiesce else { return channel.eventLoop.makeSucceededVoidFuture() }
-                return channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(quiesce.makeServerChannelHandler(channel: channel))
-                }
-            }
             .childChannelOption(.socketOption(.so_keepalive), value: 1)
             .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
             .childChannelOption(.recvAllocator, value: receiveAllocator)
@@ -60,7 +52,7 @@ enum ClientChannelInitializer {
             }
             channel.closeFuture.whenComplete { _ in gateway.addressClosed(address) }
         }
-        channel.closeFuture.whenComplete { _ in gateway.connectionClosed() }
+        gateway.connections.track(channel, gateway: gateway)
         setKeepAliveTiming(channel)
         return channel.eventLoop.makeCompletedFuture {
             // Queued outbound bytes past this close the connection (`client_write_buffer_max`, decisions D8).

@@ -1,7 +1,6 @@
 import GripCore
 import NIOCore
 import NIOHTTP1
-import NIOExtras
 
 /// The handlers between the response encoder and `HTTPProxyHandler` that only reading requests needs: the decoder,
 /// the observer and NIO's pipelining handler (a request that does not parse is answered by `HTTPProxyHandler`).
