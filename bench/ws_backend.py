@@ -97,28 +97,53 @@ async def read_request(reader: asyncio.StreamReader) -> tuple[str, dict[str, str
     return target, headers, body
 
 
-async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    stats["connections"] += 1
-    try:
-        while True:
-            request = await read_request(reader)
-            if request is None:
+class BackendProtocol(asyncio.Protocol):
+    """One proxy connection: HTTP/1.1 requests parsed from the buffer as they arrive, answered in order. A protocol
+    rather than streams: 19,000 `CLOSE`/`DISCONNECT` events at once cost the stream-based version ~140 us of
+    CPU each, on the same 2 cores as the proxy it measures."""
+
+    MAX_HEAD = 1 << 16
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        stats["connections"] += 1
+        self.transport = transport
+        self.buffer = bytearray()
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while self.transport is not None:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self.buffer) > self.MAX_HEAD:
+                    self.transport.close()
                 return
-            target, headers, body = request
+            lines = bytes(self.buffer[:end]).decode("latin-1").split("\r\n")
+            parts = lines[0].split(" ")
+            target = parts[1] if len(parts) > 1 else "/"
+            length, close = 0, False
+            for line in lines[1:]:
+                name, _, value = line.partition(":")
+                name = name.strip().lower()
+                if name == "content-length":
+                    length = int(value.strip() or 0)
+                elif name == "connection":
+                    close = value.strip().lower() == "close"
+            if len(self.buffer) < end + 4 + length:
+                return
+            body = bytes(self.buffer[end + 4:end + 4 + length])
+            del self.buffer[:end + 4 + length]
             stats["requests"] += 1
             out, extra = answer(target, body)
-            close = headers.get("connection", "").lower() == "close"
             resp = ["HTTP/1.1 200 OK", "Content-Type: " + EVENTS_TYPE.decode(), f"Content-Length: {len(out)}"] + extra
             if close:
                 resp.append("Connection: close")
-            writer.write(("\r\n".join(resp) + "\r\n\r\n").encode() + out)
+            self.transport.write(("\r\n".join(resp) + "\r\n\r\n").encode() + out)
             if close:
-                await writer.drain()
-                return
-    except (ConnectionError, asyncio.IncompleteReadError):
-        return
-    finally:
-        writer.close()
+                self.transport.close()
+                self.transport = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
 
 
 async def main() -> int:
@@ -127,9 +152,9 @@ async def main() -> int:
     ap.add_argument("--stats", help="write request/event counts (JSON) here on exit")
     ap.add_argument("--max-seconds", type=float, default=7200)
     args = ap.parse_args()
-    server = await asyncio.start_server(serve, "127.0.0.1", args.port, backlog=4096, limit=1 << 20)
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    server = await loop.create_server(BackendProtocol, "127.0.0.1", args.port, backlog=4096)
+    stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 

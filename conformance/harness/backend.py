@@ -34,6 +34,7 @@ class Req:
     sig_valid: bool
     time: float
     seq: int = 0
+    peer: tuple = ()  # the proxy's (address, port) for the connection this request came on
 
     @property
     def path(self) -> str:
@@ -227,7 +228,7 @@ class Backend:
         with self._cond:
             self._seq += 1
             req = Req(h.command, h.path, h.request_version, headers, body, sig_valid,
-                      time.monotonic(), self._seq)
+                      time.monotonic(), self._seq, tuple(h.client_address))
             self._requests.append(req)
             self._cond.notify_all()
 

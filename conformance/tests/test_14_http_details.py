@@ -29,6 +29,17 @@ def test_conditional_request_304_relayed(env, backend, prefix):
     assert r.status == 304 and r.header("ETag") == '"v7"' and r.body == b""
 
 
+def test_backend_connections_are_kept_alive(env, backend, prefix):
+    """Sequential requests, each from a new client connection, reuse kept-alive backend connections instead of
+    opening one per request (GripProxy once did: its HTTP client closed every loop-bound connection after use)."""
+    backend.on(prefix, Resp(200, headers=[("Content-Type", "text/plain")], body=b"kept\n"))
+    for n in range(8):
+        assert fetch(env, "%s?n=%d" % (prefix, n)).body == b"kept\n"
+    peers = {r.peer for r in backend.requests(prefix)}
+    assert len(backend.requests(prefix)) == 8
+    assert len(peers) <= 2, "8 sequential requests came on %d backend connections" % len(peers)
+
+
 def test_empty_body_with_content_length_zero(env, backend, prefix):
     backend.on(prefix, Resp(200, headers=[("X-Empty", "1")], body=b""))
     r = fetch(env, prefix)

@@ -40,8 +40,12 @@ final class BackendCallLimiter {
     private func start(_ call: () -> EventLoopFuture<Void>) {
         inFlight += 1
         call().hop(to: eventLoop).assumeIsolated().whenComplete { [self] _ in
-            inFlight -= 1
-            if let next = waiting.popFirst() { start(next) }
+            // The next call starts on the next tick: AsyncHTTPClient completes a call before it hands the connection
+            // back to its pool, so a call started at once would find none idle and open another.
+            eventLoop.assumeIsolated().execute { [self] in
+                inFlight -= 1
+                if let next = waiting.popFirst() { start(next) }
+            }
         }
     }
 }

@@ -92,7 +92,7 @@ struct WebSocketOverHTTPRequest {
         // decisions W1: a response body may be up to 4x the message limit.
         let accumulator = ResponseAccumulator(request: httpRequest, maxBodySize: 4 * maxMessageBytes)
         let client = target.insecure ? gateway.backend.insecureHTTP : gateway.backend.http
-        return client.execute(request: httpRequest, delegate: accumulator, eventLoop: .delegateAndChannel(on: loop))
+        return client.execute(request: httpRequest, delegate: accumulator, eventLoop: BackendClient.eventLoopPreference(loop))
             .futureResult
             .hop(to: loop)
             .map { .success(Answer(status: $0.status, headers: $0.headers.fields, body: $0.body ?? ByteBuffer())) }
