@@ -1,3 +1,7 @@
+import AsyncHTTPClient
+#if canImport(Glibc)
+import Glibc
+#endif
 import GripCore
 import NIOCore
 import NIOHTTP1
@@ -97,5 +101,22 @@ import Testing
             #expect(request.url.path == "/\(index)")
         }
         #expect(parsed.count <= ParsedBackendURLs.capacity)
+    }
+}
+
+@Suite struct BackendFailureTests {
+    /// A kept-alive backend connection found closed as a call goes out counts as unreachable (retried, or failed
+    /// over), like a refused connect; a read timeout stays a timeout.
+    @Test func aClosedKeptAliveConnectionIsAConnectFailure() {
+        func isConnectFailure(_ error: Error) -> Bool {
+            if case .connectFailed = BackendFailure.classify(error) { true } else { false }
+        }
+        #expect(isConnectFailure(ChannelError.ioOnClosedChannel))
+        #expect(isConnectFailure(ChannelError.eof))
+        #expect(isConnectFailure(HTTPClientError.remoteConnectionClosed))
+        #expect(isConnectFailure(IOError(errnoCode: ECONNREFUSED, reason: "connect")))
+        #expect(isConnectFailure(IOError(errnoCode: EPIPE, reason: "write")))
+        if case .timedOut = BackendFailure.classify(HTTPClientError.readTimeout) {} else { Issue.record("read timeout") }
+        if case .other = BackendFailure.classify(HTTPClientError.invalidURL) {} else { Issue.record("invalid URL") }
     }
 }

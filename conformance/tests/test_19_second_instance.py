@@ -334,3 +334,31 @@ def test_client_buffer_size_raised_limit_431(env, backend, prefix, aux):
     with httpx.Client(timeout=10) as h:
         r = h.get(target.url(prefix), headers={"X-Big": "b" * 12000})
     assert (r.status_code, r.text) == (200, "ok\n")
+
+
+@pytest.mark.beyond_reference
+def test_backend_queue_full_answers_503(env, backend, prefix, aux):
+    """Decisions D21: backend calls in flight are capped (`backend_max_connections`) and the rest wait in a queue
+    (`backend_queue_max`), both shared out among the event loops; past that, a request gets 503 at once and its
+    connection stays usable. The others are answered once the slow backend answers."""
+    target = aux("queue-full", aux_routes(env), {"gripproxy": {"backend_max_connections": "2", "backend_queue_max": "2"}})
+    backend.on(prefix + "slow", Resp(200, headers=[("Content-Type", "text/plain")], body=b"slow\n", delay=2))
+    conns = [RawConn(target.port, timeout=20) for _ in range(12)]
+    try:
+        for c in conns:
+            c.send(raw_request("GET", prefix + "slow"))
+        results = [c.read_response(timeout=15) for c in conns]
+        statuses = [r.status for r in results]
+        assert set(statuses) <= {200, 503}, statuses
+        assert statuses.count(503) >= 1 and statuses.count(200) >= 2, statuses
+        refused = [(c, r) for c, r in zip(conns, results) if r.status == 503]
+        assert all(r.body == b"Service unavailable: too many requests waiting for the backend.\n" for _, r in refused)
+        # Nothing was sent for a refused request, and its connection still serves the next one.
+        assert len(backend.requests(prefix + "slow")) == statuses.count(200)
+        ok_handler(backend, prefix + "after")
+        c, _ = refused[0]
+        c.send(raw_request("GET", prefix + "after"))
+        assert c.read_response(timeout=10).status == 200
+    finally:
+        for c in conns:
+            c.close()

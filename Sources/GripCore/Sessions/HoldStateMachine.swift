@@ -152,12 +152,15 @@ package struct HoldStateMachine: Sendable {
         case timedOut
         /// The handler could not make the call at all (a link with no usable route, a target without an address).
         case unroutable(String)
+        /// The loop's backend queue is full (`backend_queue_max`, decisions D21): nothing was sent.
+        case overloaded
         case other(String)
 
         package var description: String {
             switch self {
             case .connectFailed(let reason): "connect failed: \(reason)"
             case .timedOut: "timed out"
+            case .overloaded: "backend queue full (backend_queue_max)"
             case .unroutable(let reason): reason
             case .other(let reason): reason
             }
@@ -842,7 +845,11 @@ private struct Exchange: Sendable {
                 effects.emit(.log(.warning, "hold re-check failed: \(failure)"))
                 return
             }
-            if case .timedOut = failure, failed.head == nil {
+            if case .overloaded = failure {
+                // Decisions D21: nothing reached the backend; the client may try again.
+                sendError(code: 503, reason: "Service Unavailable", message: "Service unavailable: too many requests waiting for the backend.\n",
+                          detail: "\(failure)", &effects)
+            } else if case .timedOut = failure, failed.head == nil {
                 sendError(code: 504, reason: "Gateway Timeout", message: "Timeout while proxying to origin.\n",
                           detail: "Timeout while proxying to origin.", &effects)
             } else {

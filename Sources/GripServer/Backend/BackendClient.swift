@@ -40,12 +40,22 @@ package enum BackendFailure: Error, Sendable, CustomStringConvertible {
             switch error {
             case .readTimeout, .deadlineExceeded: return .timedOut
             case .connectTimeout, .socksHandshakeTimeout, .tlsHandshakeTimeout: return .connectFailed(String(describing: error))
+            // A kept-alive connection the backend had closed (it stopped, restarted, or timed the connection out
+            // as the call went out): as unreachable as a refused connect, so it is retried or fails over alike.
+            case .remoteConnectionClosed: return .connectFailed(String(describing: error))
             default: return .other(String(describing: error))
             }
         }
         if error is NIOConnectionError { return .connectFailed(String(describing: error)) }
-        if let error = error as? ChannelError, case .connectTimeout = error { return .connectFailed(String(describing: error)) }
-        if let error = error as? IOError, [ECONNREFUSED, EHOSTUNREACH, ENETUNREACH, ECONNRESET].contains(error.errnoCode) {
+        if let error = error as? ChannelError {
+            switch error {
+            // The connect timed out, or a kept-alive connection was found closed as the call went out.
+            case .connectTimeout, .ioOnClosedChannel, .alreadyClosed, .eof, .outputClosed:
+                return .connectFailed(String(describing: error))
+            default: break
+            }
+        }
+        if let error = error as? IOError, [ECONNREFUSED, EHOSTUNREACH, ENETUNREACH, ECONNRESET, EPIPE].contains(error.errnoCode) {
             return .connectFailed(String(describing: error))
         }
         let text = String(describing: error)
@@ -138,7 +148,9 @@ package final class BackendClient: Sendable {
         .delegate(on: loop)
     }
 
-    /// Starts a call; every callback runs on `loop`.
+    /// Starts a call once the loop's limiter has a slot (decisions D21: at most its share of
+    /// `backend_max_connections` in flight, then a queue of its share of `backend_queue_max`); every callback runs
+    /// on `loop`. A full queue fails the call with `.overloaded` at once, and nil is returned.
     @discardableResult
     package func execute(
         url: String,
@@ -149,7 +161,7 @@ package final class BackendClient: Sendable {
         on loop: EventLoop,
         call: UInt64,
         receiver: BackendCallReceiver
-    ) -> HTTPClient.Task<Void>? {
+    ) -> BackendCall? {
         let request: HTTPClient.Request
         do {
             request = try self.request(url: url, method: method, headers: headers, body: body, on: loop)
@@ -160,7 +172,34 @@ package final class BackendClient: Sendable {
         }
         let delegate = BackendResponseDelegate(receiver: receiver, call: call, loop: loop)
         let client = insecure ? insecureHTTP : http
-        return client.execute(request: request, delegate: delegate, eventLoop: Self.eventLoopPreference(loop))
+        let handle = BackendCall()
+        let start = { () -> EventLoopFuture<Void> in
+            if handle.cancelled { return loop.makeSucceededVoidFuture() }
+            let task = client.execute(request: request, delegate: delegate, eventLoop: Self.eventLoopPreference(loop))
+            handle.task = task
+            return task.futureResult.recover { _ in }
+        }
+        guard let limiter = limiter(for: loop) else {
+            _ = start()
+            return handle
+        }
+        guard limiter.submit(start) else {
+            receiver.backendFailed(call: call, .overloaded)
+            return nil
+        }
+        return handle
+    }
+}
+
+/// A backend call, started or still waiting for a slot of its loop's limiter. Confined to that loop.
+package final class BackendCall {
+    fileprivate var task: HTTPClient.Task<Void>?
+    fileprivate var cancelled = false
+
+    /// Cancels the call in flight, or keeps a waiting one from starting.
+    func cancel() {
+        cancelled = true
+        task?.cancel()
     }
 }
 

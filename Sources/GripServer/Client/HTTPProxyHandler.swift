@@ -29,7 +29,7 @@ final class HTTPProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// The current request and its route, for the backend calls the machine asks for.
     private var exchange: ProxyExchange?
     /// The outstanding AsyncHTTPClient call, for `cancelBackendCall`.
-    private var backendTask: (id: CallID, task: HTTPClient.Task<Void>)?
+    private var backendTask: (id: CallID, task: BackendCall)?
     /// Where pre-framed chunks are written for a chunked stream: the response encoder's own context, so the
     /// shared `size CRLF payload CRLF` bytes go to the socket without a per-subscriber encoder pass (D6).
     private var chunkWriter: ChannelHandlerContext?

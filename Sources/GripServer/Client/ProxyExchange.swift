@@ -164,7 +164,8 @@ extension HoldStateMachine.BackendFailure {
         switch failure {
         case .connectFailed(let reason): self = .connectFailed(reason)
         case .timedOut: self = .timedOut
-        case .overloaded, .other: self = .other(failure.description)
+        case .overloaded: self = .overloaded
+        case .other: self = .other(failure.description)
         }
     }
 }
