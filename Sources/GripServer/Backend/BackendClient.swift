@@ -83,7 +83,9 @@ package final class BackendClient: Sendable {
             timeout: .init(connect: .seconds(10), read: .seconds(configuration.timeoutSeconds)),
             decompression: .disabled
         )
-        clientConfiguration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: configuration.maxConnectionsPerTarget)
+        // Idle kept-alive connections close after 1 s, before backends close them (gunicorn after 2 s, Node and
+        // uvicorn after 5): a call sent on a connection the backend is closing fails and is not retried.
+        clientConfiguration.connectionPool = .init(idleTimeout: .seconds(1), concurrentHTTP1ConnectionsPerHostSoftLimit: configuration.maxConnectionsPerTarget)
         // A refused connection must fail over to the next target (or 502) at once, as Pushpin does,
         // not be retried by the pool until the connect timeout.
         clientConfiguration.connectionPool.retryConnectionEstablishment = false
