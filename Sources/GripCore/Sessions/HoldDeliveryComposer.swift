@@ -131,6 +131,7 @@ package enum HoldDeliveryComposer {
     /// grip-http 5.3: the held headers, minus every name the item sets (case-insensitive), then the item's headers;
     /// item headers named `Grip-*` are ignored.
     package static func mergedHeaders(held: [HTTPField], item: [HTTPField]) -> [HTTPField] {
+        if item.isEmpty { return held }  // shared, not copied: most items set no headers
         var headers = held
         let published = item.filter { !$0.name.hasCaseInsensitivePrefix("Grip-") }
         for field in published { headers.removeAll(named: field.name) }

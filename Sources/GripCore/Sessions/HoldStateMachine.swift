@@ -536,7 +536,11 @@ private struct Effects {
         self.lastCallID = lastCallID
     }
 
-    mutating func emit(_ action: HoldStateMachine.Action) { actions.append(action) }
+    mutating func emit(_ action: HoldStateMachine.Action) {
+        // A long-poll delivery emits seven actions; grown from empty the array is allocated four times.
+        if actions.capacity == 0 { actions.reserveCapacity(8) }
+        actions.append(action)
+    }
 
     mutating func newCallID() -> HoldStateMachine.CallID {
         lastCallID &+= 1
@@ -683,13 +687,22 @@ private struct Exchange: Sendable {
         effects.emit(.writeHead(head))
     }
 
+    /// `head` with `Content-Length` for `length` instead of any length or transfer coding it had.
+    private static func withContentLength(_ head: ResponseHead, _ length: Int) -> ResponseHead {
+        var head = head
+        // Checked before removing: the headers are often a hold's own, shared, and removing copies them.
+        if head.headers.contains(where: { $0.name.caseInsensitiveEquals("Content-Length") || $0.name.caseInsensitiveEquals("Transfer-Encoding") }) {
+            head.headers.removeAll(named: "Content-Length")
+            head.headers.removeAll(named: "Transfer-Encoding")
+        }
+        head.headers.reserveCapacity(head.headers.count + 2)  // the length, and `Connection: close` if it comes
+        head.headers.append(HTTPField("Content-Length", String(length)))
+        return head
+    }
+
     /// A complete response with `Content-Length`; ends the exchange.
     mutating func respond(_ head: ResponseHead, body: ByteBuffer?, _ effects: inout Effects) {
-        var head = head
-        head.headers.removeAll(named: "Content-Length")
-        head.headers.removeAll(named: "Transfer-Encoding")
-        head.headers.append(HTTPField("Content-Length", String(body?.readableBytes ?? 0)))
-        writeHead(head, &effects)
+        writeHead(Self.withContentLength(head, body?.readableBytes ?? 0), &effects)
         if let body, body.readableBytes > 0, !isHEAD {
             effects.emit(.writeBody(body))
         }
@@ -747,6 +760,12 @@ private struct Exchange: Sendable {
         if mode != subscriptionMode {
             unsubscribeAll(&effects)
             subscriptionMode = mode
+        }
+        if subscriptions.isEmpty {
+            // The common case (every long-poll re-poll): no sets to build.
+            if !channels.isEmpty { effects.emit(.subscribe(channels, mode: mode)) }
+            subscriptions = channels
+            return
         }
         let new = Set(channels)
         let removed = subscriptions.filter { !new.contains($0) }
@@ -1127,11 +1146,14 @@ private struct Exchange: Sendable {
     mutating func deliverToResponseHold<Item: PreparedItem>(_ publish: Item, channel: String, _ effects: inout Effects) {
         guard case .responseHold(var hold) = phase, let format = publish.item.httpResponse,
               let index = hold.channels.firstIndex(where: { $0.name == channel }) else { return }
-        guard follows(publish.item, channels: &hold.channels, index: index, &effects) else {
-            resend(hold, &effects)  // a gap: the backend fills it (reliability.md 4)
-            return
+        if hold.channels[index].expectedPrevID != nil {
+            guard follows(publish.item, channels: &hold.channels, index: index, &effects) else {
+                resend(hold, &effects)  // a gap: the backend fills it (reliability.md 4)
+                return
+            }
+            // Written back only when an expectation advanced: the phase is boxed, so each write allocates.
+            phase = .responseHold(hold)
         }
-        phase = .responseHold(hold)
         switch format.action {
         case .close:
             return

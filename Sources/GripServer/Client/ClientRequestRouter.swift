@@ -17,14 +17,16 @@ struct ClientRequestRouter {
     /// The loop the request arrived on, whose copy of the route table it reads.
     let eventLoop: EventLoop
 
-    func route(_ head: HTTPRequestHead, clientAddress: String?, isTLS: Bool = false) -> Outcome {
-        let fields = head.headers.fields
+    /// `fields`: the head's headers, when the caller has them already (NIO builds the array on each call).
+    func route(_ head: HTTPRequestHead, fields: [HTTPField]? = nil, clientAddress: String?, isTLS: Bool = false) -> Outcome {
+        let fields = fields ?? head.headers.fields
         let hostHeader = fields.first(named: "Host")
         let isWebSocket = head.asksForWebSocket
         let path = head.uri.utf8.firstIndex(of: UInt8(ascii: "?")).map { String(head.uri[..<$0]) } ?? head.uri
         let table = gateway.routes.table(on: eventLoop)
         var route: Route?
-        if gateway.configuration.backend.acceptPushpinRoute, let id = fields.first(named: "Pushpin-Route") {
+        let pushpinRoute = fields.first(named: "Pushpin-Route")
+        if gateway.configuration.backend.acceptPushpinRoute, let id = pushpinRoute {
             route = table.route(id: id)
         }
         if route == nil {
@@ -32,7 +34,7 @@ struct ClientRequestRouter {
         }
         let request = OriginalRequest(
             method: head.method, uri: head.uri, version: head.version,
-            headers: fields.filter { !$0.name.caseInsensitiveEquals("Pushpin-Route") },
+            headers: pushpinRoute == nil ? fields : fields.filter { !$0.name.caseInsensitiveEquals("Pushpin-Route") },
             body: nil, clientAddress: clientAddress, isTLS: isTLS
         )
         guard let route else {

@@ -204,13 +204,15 @@ final class HTTPProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
             exchange = nil
             // Before the write: ending the response may hand a pipelined request on at once, which stops it.
             if keepAlive { startWaitingForRequest() }
-            let written = context.writeAndFlush(wrapOutboundOut(.end(nil)))
+            // A promise only when the close waits for it: one per delivery otherwise.
+            let written = keepAlive ? nil : context.eventLoop.makePromise(of: Void.self)
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: written)
             switch requestHandlers {
             case .inPipeline: break
             case .releaseWanted: requestHandlers = .inPipeline
             case .released: if keepAlive { restoreRequestHandlers(context) }
             }
-            if !keepAlive { written.assumeIsolated().whenComplete { _ in context.close(promise: nil) } }
+            written?.futureResult.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
         case .close:
             context.close(promise: nil)
         case .closeSlowClient:

@@ -57,7 +57,7 @@ struct ProxyExchange {
                                            body: nil, clientAddress: nil, isTLS: isTLS)
             return (ProxyExchange(request: original), request)
         }
-        switch ClientRequestRouter(gateway: gateway, eventLoop: eventLoop).route(head, clientAddress: clientAddress, isTLS: isTLS) {
+        switch ClientRequestRouter(gateway: gateway, eventLoop: eventLoop).route(head, fields: fields, clientAddress: clientAddress, isTLS: isTLS) {
         case .noRoute(let host, let unrouted):
             let exchange = ProxyExchange(request: unrouted)
             exchange.logAccess(gateway.logger, status: 502, hold: nil)
@@ -176,8 +176,8 @@ extension ResponseHead {
     }
 
     func httpHead(version: HTTPVersion) -> HTTPResponseHead {
-        var headers = HTTPHeaders()
-        for field in self.headers { headers.add(name: field.name, value: field.value) }
+        // Built whole: added one by one, NIO's header storage is reallocated as it grows.
+        let headers = HTTPHeaders(self.headers.map { ($0.name, $0.value) })
         return HTTPResponseHead(version: version, status: .exact(code, reasonPhrase: reason), headers: headers)
     }
 }

@@ -20,7 +20,12 @@ enum TestTarget {
         if path.isEmpty { path = "/" }
         var channels: [String] = []
         if let question {
-            for pair in uri.utf8[uri.utf8.index(after: question)...].split(separator: UInt8(ascii: "&")) {
+            var query = uri.utf8[uri.utf8.index(after: question)...]
+            while !query.isEmpty {
+                // Pair by pair in place: `split` would build an array of them for every re-poll.
+                let end = query.firstIndex(of: UInt8(ascii: "&")) ?? query.endIndex
+                let pair = query[..<end]
+                query = end == query.endIndex ? query[end...] : query[query.index(after: end)...]
                 guard let equals = pair.firstIndex(of: UInt8(ascii: "=")), pair[..<equals].elementsEqual("channel".utf8) else { continue }
                 let value = Substring(pair[pair.index(after: equals)...])
                 // An undecodable value is taken as it is, `+` still a space.
