@@ -37,8 +37,8 @@ package final class GatewayService: Service, Sendable {
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.eventLoopThreads))
         self.publishGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let signer = GripSigner()
-        let backend = BackendClient(group: group, configuration: configuration.backend, signer: signer)
         let metrics = GatewayMetrics(prefix: configuration.metricsPrefix)
+        let backend = BackendClient(group: group, configuration: configuration.backend, signer: signer, refused: metrics.backendCallsRefused)
         let backplane = configuration.backplane
         let metricsPrefix = configuration.metricsPrefix
         let hub = Hub(group: group, directoryLoop: publishGroup.next(), configuration: configuration.delivery, logger: logger,

@@ -258,7 +258,7 @@ private struct Published: PreparedItem {
         (.other("reset"), true, 502, "Error while proxying to origin.\n"),
         (.connectFailed("refused"), true, 502, "Error while proxying to origin.\n"),
         // Decisions D21: the loop's backend queue was full; the next target is not tried.
-        (.overloaded, false, 503, "Service unavailable: too many requests waiting for the backend.\n"),
+        (.overloaded(.queueFull), false, 503, "Service unavailable: too many requests waiting for the backend.\n"),
     ] as [(HoldStateMachine.BackendFailure, Bool, Int, String)])
     func failuresWithoutFailOverAnswerTheClient(failure: Machine.BackendFailure, headReceived: Bool, status: Int, body: String) {
         var machine = forwarded(.init(targetCount: 2))

@@ -51,3 +51,42 @@ import Testing
         #expect(limiter.inFlightCount == 0)
     }
 }
+
+/// Decisions D21: a call that waits `backend_timeout` for a slot is given up, not sent late.
+@Suite struct BackendCallLimiterWaitTests {
+    @Test func aCallWaitingPastMaxWaitExpiresInsteadOfStarting() {
+        let loop = EmbeddedEventLoop()
+        let limiter = BackendCallLimiter(eventLoop: loop, limit: 1, queueLimit: 10, maxWait: .seconds(5))
+        let busy = loop.makePromise(of: Void.self)
+        var started: [Int] = []
+        var expired: [Int] = []
+        #expect(limiter.submit({ busy.futureResult }, expired: { expired.append(0) }))
+        #expect(limiter.submit({ started.append(1); return loop.makeSucceededVoidFuture() }, expired: { expired.append(1) }))
+        loop.advanceTime(by: .seconds(3))
+        #expect(limiter.submit({ started.append(2); return loop.makeSucceededVoidFuture() }, expired: { expired.append(2) }))
+        loop.advanceTime(by: .seconds(2))
+        // The first waiter's 5 s are up; the second has waited 2 s.
+        #expect(expired == [1])
+        #expect(limiter.queuedCount == 1)
+        busy.succeed()
+        loop.run()
+        #expect(started == [2])
+        loop.advanceTime(by: .seconds(10))
+        #expect(expired == [1])
+        #expect(limiter.queuedCount == 0)
+        #expect(limiter.inFlightCount == 0)
+    }
+
+    @Test func withoutMaxWaitACallWaitsAsLongAsItTakes() {
+        let loop = EmbeddedEventLoop()
+        let limiter = BackendCallLimiter(eventLoop: loop, limit: 1, queueLimit: 10)
+        let busy = loop.makePromise(of: Void.self)
+        var started = false
+        #expect(limiter.submit { busy.futureResult })
+        #expect(limiter.submit({ started = true; return loop.makeSucceededVoidFuture() }, expired: { Issue.record("expired") }))
+        loop.advanceTime(by: .hours(1))
+        busy.succeed()
+        loop.run()
+        #expect(started)
+    }
+}

@@ -362,3 +362,28 @@ def test_backend_queue_full_answers_503(env, backend, prefix, aux):
     finally:
         for c in conns:
             c.close()
+
+
+@pytest.mark.beyond_reference
+def test_backend_queue_wait_past_backend_timeout_answers_503(env, backend, prefix, aux):
+    """Decisions D21: a request that waits `backend_timeout` in the queue for a backend connection gets 503, not a
+    late call. One connection per event loop, a backend slower than the timeout: each loop's first request times
+    out (504) and the one that then gets the slot may too, while those still waiting behind them give up."""
+    target = aux("queue-wait", aux_routes(env), {"gripproxy": {
+        "backend_max_connections": "2", "backend_queue_max": "100", "backend_timeout": "2"}})
+    backend.on(prefix + "slower", Resp(200, headers=[("Content-Type", "text/plain")], body=b"late\n", delay=5))
+    conns = [RawConn(target.port, timeout=20) for _ in range(8)]
+    try:
+        for c in conns:
+            c.send(raw_request("GET", prefix + "slower"))
+        results = [c.read_response(timeout=15) for c in conns]
+        statuses = [r.status for r in results]
+        assert set(statuses) <= {503, 504}, statuses
+        assert statuses.count(503) >= 2 and statuses.count(504) >= 2, statuses
+        assert all(r.body == b"Service unavailable: too many requests waiting for the backend.\n"
+                   for r in results if r.status == 503)
+        # Only the calls that got a slot reached the backend.
+        assert len(backend.requests(prefix + "slower")) == statuses.count(504)
+    finally:
+        for c in conns:
+            c.close()

@@ -153,14 +153,14 @@ package struct HoldStateMachine: Sendable {
         /// The handler could not make the call at all (a link with no usable route, a target without an address).
         case unroutable(String)
         /// The loop's backend queue is full (`backend_queue_max`, decisions D21): nothing was sent.
-        case overloaded
+        case overloaded(BackendOverload)
         case other(String)
 
         package var description: String {
             switch self {
             case .connectFailed(let reason): "connect failed: \(reason)"
             case .timedOut: "timed out"
-            case .overloaded: "backend queue full (backend_queue_max)"
+            case .overloaded(let why): why.description
             case .unroutable(let reason): reason
             case .other(let reason): reason
             }

@@ -5,35 +5,48 @@ import NIOCore
 /// Loop-confined. A queued call costs one closure holding what the call needs, instead of a whole
 /// AsyncHTTPClient request parked in the pool's queue: when 19,000 WebSocket clients leave at once, their
 /// `DISCONNECT` requests wait here in a few hundred bytes each and go out over kept-alive connections as
-/// earlier calls finish.
+/// earlier calls finish. A call that waits longer than `maxWait` (`backend_timeout`) is given up: its `expired`
+/// closure runs instead, and the caller answers as for a full queue.
 final class BackendCallLimiter {
     let eventLoop: EventLoop
     /// Calls in flight at most (this loop's share of `backend_max_connections`).
     let limit: Int
     /// Calls waiting at most; beyond it `submit` refuses.
     let queueLimit: Int
+    /// How long a call may wait for a slot; nil: as long as it takes.
+    let maxWait: TimeAmount?
     private var inFlight = 0
-    private var waiting = CircularBuffer<() -> EventLoopFuture<Void>>()
+    private struct Waiting {
+        let start: () -> EventLoopFuture<Void>
+        let expired: () -> Void
+        let deadline: NIODeadline
+    }
+    /// In deadline order too: every call waits the same `maxWait`.
+    private var waiting = CircularBuffer<Waiting>()
+    /// One timer for the whole queue, at the oldest call's deadline.
+    private var expiryTimer: Scheduled<Void>?
 
-    init(eventLoop: EventLoop, limit: Int, queueLimit: Int) {
+    init(eventLoop: EventLoop, limit: Int, queueLimit: Int, maxWait: TimeAmount? = nil) {
         self.eventLoop = eventLoop
         self.limit = max(1, limit)
         self.queueLimit = max(0, queueLimit)
+        self.maxWait = maxWait
     }
 
     var queuedCount: Int { waiting.count }
     var inFlightCount: Int { inFlight }
 
     /// Starts `call` now or when a slot frees; its future must complete when the call is over. False when the
-    /// queue is full (the call is not made).
-    func submit(_ call: @escaping () -> EventLoopFuture<Void>) -> Bool {
+    /// queue is full (the call is not made). `expired` runs, instead of `call`, when the call waited `maxWait`.
+    func submit(_ call: @escaping () -> EventLoopFuture<Void>, expired: @escaping () -> Void = {}) -> Bool {
         eventLoop.assertInEventLoop()
         if inFlight < limit {
             start(call)
             return true
         }
         guard waiting.count < queueLimit else { return false }
-        waiting.append(call)
+        waiting.append(Waiting(start: call, expired: expired, deadline: maxWait.map { eventLoop.now + $0 } ?? .distantFuture))
+        if expiryTimer == nil { scheduleExpiry() }
         return true
     }
 
@@ -44,8 +57,21 @@ final class BackendCallLimiter {
             // back to its pool, so a call started at once would find none idle and open another.
             eventLoop.assumeIsolated().execute { [self] in
                 inFlight -= 1
-                if let next = waiting.popFirst() { start(next) }
+                if let next = waiting.popFirst() { start(next.start) }
             }
+        }
+    }
+
+    private func scheduleExpiry() {
+        guard maxWait != nil, let oldest = waiting.first else { return }
+        expiryTimer = eventLoop.assumeIsolated().scheduleTask(deadline: oldest.deadline) { [self] in
+            expiryTimer = nil
+            let now = eventLoop.now
+            while let oldest = waiting.first, oldest.deadline <= now {
+                waiting.removeFirst()
+                oldest.expired()
+            }
+            scheduleExpiry()
         }
     }
 }

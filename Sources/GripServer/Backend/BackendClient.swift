@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import GripCore
 import Logging
+import Metrics
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -23,14 +24,14 @@ package enum BackendFailure: Error, Sendable, CustomStringConvertible {
     case timedOut
     /// This loop's backend queue is full (`backend_queue_max`, decisions D21): nothing was sent, so the call may
     /// be made again later.
-    case overloaded
+    case overloaded(BackendOverload)
     case other(String)
 
     package var description: String {
         switch self {
         case .connectFailed(let reason): "connect failed: \(reason)"
         case .timedOut: "timed out"
-        case .overloaded: "backend queue full (backend_queue_max)"
+        case .overloaded(let why): why.description
         case .other(let reason): reason
         }
     }
@@ -75,8 +76,11 @@ package final class BackendClient: Sendable {
     private let limiters: [ObjectIdentifier: LoopConfined<BackendCallLimiter>]
     /// One per event loop: the backend URLs it has parsed.
     private let parsedURLs: [ObjectIdentifier: LoopConfined<ParsedBackendURLs>]
+    /// Counts calls never sent: queue full, or waited `backend_timeout` (decisions D21).
+    let refused: Counter?
 
-    package init(group: EventLoopGroup, configuration: GatewayConfiguration.Backend, signer: GripSigner) {
+    /// `refused`: counts calls never sent (decisions D21).
+    package init(group: EventLoopGroup, configuration: GatewayConfiguration.Backend, signer: GripSigner, refused: Counter? = nil) {
         var clientConfiguration = HTTPClient.Configuration(
             certificateVerification: .fullVerification,
             redirectConfiguration: .disallow,
@@ -105,11 +109,13 @@ package final class BackendClient: Sendable {
         var parsedURLs: [ObjectIdentifier: LoopConfined<ParsedBackendURLs>] = [:]
         for loop in loops {
             let limiter = BackendCallLimiter(eventLoop: loop, limit: configuration.maxConnectionsPerTarget / loops.count,
-                                             queueLimit: configuration.queueMax / loops.count)
+                                             queueLimit: configuration.queueMax / loops.count,
+                                             maxWait: .seconds(configuration.timeoutSeconds))
             limiters[ObjectIdentifier(loop)] = LoopConfined(limiter, eventLoop: loop)
             parsedURLs[ObjectIdentifier(loop)] = LoopConfined(ParsedBackendURLs(), eventLoop: loop)
         }
         self.limiters = limiters
+        self.refused = refused
         self.parsedURLs = parsedURLs
     }
 
@@ -185,8 +191,13 @@ package final class BackendClient: Sendable {
             _ = start()
             return handle
         }
-        guard limiter.submit(start) else {
-            receiver.backendFailed(call: call, .overloaded)
+        let submitted = limiter.submit(start, expired: { [refused] in
+            refused?.increment()
+            if !handle.cancelled { receiver.backendFailed(call: call, .overloaded(.waitedTooLong)) }
+        })
+        guard submitted else {
+            refused?.increment()
+            receiver.backendFailed(call: call, .overloaded(.queueFull))
             return nil
         }
         return handle

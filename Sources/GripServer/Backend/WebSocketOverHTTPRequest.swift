@@ -64,13 +64,18 @@ struct WebSocketOverHTTPRequest {
         }
         guard let limiter = gateway.backend.limiter(for: loop) else { return sendNow(events, on: loop) }
         let promise = loop.makePromise(of: Result<Answer, BackendFailure>.self)
-        let submitted = limiter.submit { [self] in
+        let refused = gateway.backend.refused
+        let submitted = limiter.submit({ [self] in
             let answer = sendNow(events, on: loop)
             answer.cascade(to: promise)
             return answer.map { _ in }
-        }
+        }, expired: {
+            refused?.increment()
+            promise.succeed(.failure(.overloaded(.waitedTooLong)))
+        })
         guard submitted else {
-            promise.succeed(.failure(.overloaded))
+            refused?.increment()
+            promise.succeed(.failure(.overloaded(.queueFull)))
             return promise.futureResult
         }
         return promise.futureResult

@@ -164,7 +164,7 @@ extension HoldStateMachine.BackendFailure {
         switch failure {
         case .connectFailed(let reason): self = .connectFailed(reason)
         case .timedOut: self = .timedOut
-        case .overloaded: self = .overloaded
+        case .overloaded(let why): self = .overloaded(why)
         case .other: self = .other(failure.description)
         }
     }

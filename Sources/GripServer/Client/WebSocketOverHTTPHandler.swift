@@ -251,10 +251,10 @@ final class WebSocketOverHTTPHandler: ChannelInboundHandler, RemovableChannelHan
             logger.info("WebSocket OPEN to target \(targetIndex) failed (\(reason)); trying the next")
             targetIndex += 1
             sendRequest(events)
-        case .failure(.overloaded) where !opening:
+        case .failure(.overloaded(let why)) where !opening:
             // Not sent at all (a mass close queues thousands of CLOSE events): sent again after the retry delay,
             // so no event is dropped for the queue's sake.
-            logger.info("WebSocket-over-HTTP request for \(request.uri) waits for a retry: \(BackendFailure.overloaded)")
+            logger.info("WebSocket-over-HTTP request for \(request.uri) waits for a retry: \(why)")
             run(session.backendFailed(retryable: true, now: now))
         case .failure(let failure):
             logger.warning("WebSocket-over-HTTP request for \(request.uri) failed: \(failure)")

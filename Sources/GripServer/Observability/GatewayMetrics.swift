@@ -26,6 +26,8 @@ package struct GatewayMetrics: Sendable {
     let idleConnectionsClosed: Counter
     /// WebSockets dropped for not answering a liveness ping (`websocket_ping_interval`).
     let webSocketPingTimeouts: Counter
+    /// Backend calls never sent (decisions D21): the loop's queue was full, or the call waited `backend_timeout`.
+    let backendCallsRefused: Counter
     /// `pushpin.conf` reloads (SIGHUP): applied, and rejected (the file did not parse; nothing changed).
     let configReloads: Counter
     let configReloadsRejected: Counter
@@ -42,6 +44,7 @@ package struct GatewayMetrics: Sendable {
         headTimeouts = Counter(label: prefix + "client_head_timeout")
         idleConnectionsClosed = Counter(label: prefix + "client_idle_closed")
         webSocketPingTimeouts = Counter(label: prefix + "websocket_ping_timeout")
+        backendCallsRefused = Counter(label: prefix + "backend_call_refused")
         configReloads = Counter(label: prefix + "config_reload")
         configReloadsRejected = Counter(label: prefix + "config_reload_rejected")
     }
