@@ -32,20 +32,20 @@ private struct Published: PreparedItem {
     private func gripLast(_ channel: String, _ id: String) -> HTTPField { HTTPField("Grip-Last", "\(channel); last-id=\(id)") }
 
     private func request(
-        _ route: Machine.RouteFacts = .init(), isHEAD: Bool = false, isHTTP10: Bool = false, keepAlive: Bool = true,
-        expectsContinue: Bool = false, jitter: TimeAmount = .zero
+        _ route: Machine.RouteFacts = .init(), isHEAD: Bool = false, isIdempotent: Bool = true, isHTTP10: Bool = false,
+        keepAlive: Bool = true, expectsContinue: Bool = false, jitter: TimeAmount = .zero
     ) -> Machine.Request {
-        Machine.Request(isHEAD: isHEAD, isHTTP10: isHTTP10, keepAlive: keepAlive, expectsContinue: expectsContinue,
+        Machine.Request(isHEAD: isHEAD, isIdempotent: isIdempotent, isHTTP10: isHTTP10, keepAlive: keepAlive, expectsContinue: expectsContinue,
                         keepAliveJitter: jitter, disposition: .forward(route))
     }
 
     /// A machine whose request went to the backend as call #1.
     private func forwarded(
-        _ route: Machine.RouteFacts = .init(), isHEAD: Bool = false, isHTTP10: Bool = false, keepAlive: Bool = true,
-        jitter: TimeAmount = .zero, configuration: Machine.Configuration = .init(), body: ByteBuffer? = nil
+        _ route: Machine.RouteFacts = .init(), isHEAD: Bool = false, isIdempotent: Bool = true, isHTTP10: Bool = false,
+        keepAlive: Bool = true, jitter: TimeAmount = .zero, configuration: Machine.Configuration = .init(), body: ByteBuffer? = nil
     ) -> Machine {
         var machine = Machine(configuration: configuration)
-        _ = machine.requestReceived(request(route, isHEAD: isHEAD, isHTTP10: isHTTP10, keepAlive: keepAlive, jitter: jitter))
+        _ = machine.requestReceived(request(route, isHEAD: isHEAD, isIdempotent: isIdempotent, isHTTP10: isHTTP10, keepAlive: keepAlive, jitter: jitter))
         if let body { _ = machine.requestBodyReceived(body) }
         let actions = machine.requestEnded()
         precondition(actions == [.forwardToBackend(call: CallID(1), targetIndex: 0, body: body, gripLast: [])], "\(actions)")
@@ -240,6 +240,27 @@ private struct Published: PreparedItem {
             == [.forwardToBackend(call: c(3), targetIndex: 2, body: buf("req"), gripLast: [])])
         let detail = "Unable to connect to any targets. Tried: a:1, b:2, c:3 (connect failed: refused)"
         #expect(machine.backendFailed(call: c(3), .connectFailed("refused")) == [.log(.warning, detail), .logAccess(status: 502, hold: nil)]
+            + full(502, "Bad Gateway", [textPlain], "Error while proxying to origin.\n") + [.endResponse(keepAlive: true)])
+    }
+
+    @Test func aLostConnectionSendsAnIdempotentRequestAgainOnce() {
+        var machine = forwarded(.init(targetsDescription: "a:1"), body: buf("req"))
+        #expect(machine.backendFailed(call: c(1), .connectionLost("eof")) == [
+            .log(.info, "backend connection lost: eof; sending the request again"),
+            .forwardToBackend(call: c(2), targetIndex: 0, body: buf("req"), gripLast: []),
+        ])
+        let detail = "Unable to connect to any targets. Tried: a:1 (connection lost: eof)"
+        #expect(machine.backendFailed(call: c(2), .connectionLost("eof")) == [.log(.warning, detail), .logAccess(status: 502, hold: nil)]
+            + full(502, "Bad Gateway", [textPlain], "Error while proxying to origin.\n") + [.endResponse(keepAlive: true)])
+    }
+
+    @Test func aLostConnectionDoesNotRepeatARequestThatIsNotIdempotent() {
+        var machine = forwarded(.init(targetCount: 2, targetsDescription: "a:1, b:2"), isIdempotent: false, body: buf("req"))
+        // Like a refused connect: the next target, then 502.
+        #expect(machine.backendFailed(call: c(1), .connectionLost("eof"))
+            == [.forwardToBackend(call: c(2), targetIndex: 1, body: buf("req"), gripLast: [])])
+        let detail = "Unable to connect to any targets. Tried: a:1, b:2 (connection lost: eof)"
+        #expect(machine.backendFailed(call: c(2), .connectionLost("eof")) == [.log(.warning, detail), .logAccess(status: 502, hold: nil)]
             + full(502, "Bad Gateway", [textPlain], "Error while proxying to origin.\n") + [.endResponse(keepAlive: true)])
     }
 

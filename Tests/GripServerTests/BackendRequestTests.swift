@@ -105,18 +105,30 @@ import Testing
 }
 
 @Suite struct BackendFailureTests {
-    /// A kept-alive backend connection found closed as a call goes out counts as unreachable (retried, or failed
-    /// over), like a refused connect; a read timeout stays a timeout.
-    @Test func aClosedKeptAliveConnectionIsAConnectFailure() {
-        func isConnectFailure(_ error: Error) -> Bool {
-            if case .connectFailed = BackendFailure.classify(error) { true } else { false }
+    /// A kept-alive backend connection found closed as a call goes out is a lost connection; a refused or timed-out
+    /// connect is a connect failure; both count as unreachable (retried, or failed over). A read timeout stays a
+    /// timeout.
+    @Test func lostConnectionsAndRefusedConnectsAreUnreachable() {
+        func kind(_ error: Error) -> String {
+            switch BackendFailure.classify(error) {
+            case .connectFailed: "connect"
+            case .connectionLost: "lost"
+            case .timedOut: "timeout"
+            case .overloaded: "overloaded"
+            case .other: "other"
+            }
         }
-        #expect(isConnectFailure(ChannelError.ioOnClosedChannel))
-        #expect(isConnectFailure(ChannelError.eof))
-        #expect(isConnectFailure(HTTPClientError.remoteConnectionClosed))
-        #expect(isConnectFailure(IOError(errnoCode: ECONNREFUSED, reason: "connect")))
-        #expect(isConnectFailure(IOError(errnoCode: EPIPE, reason: "write")))
-        if case .timedOut = BackendFailure.classify(HTTPClientError.readTimeout) {} else { Issue.record("read timeout") }
-        if case .other = BackendFailure.classify(HTTPClientError.invalidURL) {} else { Issue.record("invalid URL") }
+        #expect(kind(ChannelError.ioOnClosedChannel) == "lost")
+        #expect(kind(ChannelError.eof) == "lost")
+        #expect(kind(HTTPClientError.remoteConnectionClosed) == "lost")
+        #expect(kind(IOError(errnoCode: EPIPE, reason: "write")) == "lost")
+        #expect(kind(IOError(errnoCode: ECONNRESET, reason: "read")) == "lost")
+        #expect(kind(IOError(errnoCode: ECONNREFUSED, reason: "connect")) == "connect")
+        #expect(kind(ChannelError.connectTimeout(.seconds(1))) == "connect")
+        #expect(kind(HTTPClientError.readTimeout) == "timeout")
+        #expect(kind(HTTPClientError.invalidURL) == "other")
+        #expect(BackendFailure.classify(ChannelError.eof).isUnreachable)
+        #expect(BackendFailure.classify(IOError(errnoCode: ECONNREFUSED, reason: "connect")).isUnreachable)
+        #expect(!BackendFailure.classify(HTTPClientError.readTimeout).isUnreachable)
     }
 }

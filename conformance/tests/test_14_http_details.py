@@ -3,6 +3,8 @@ stream errors, publish answer formats (grip-http.md 3, 6, 7; publish-api.md 1)."
 
 import time
 
+import pytest
+
 from gripcontrol import HttpResponseFormat
 
 from harness.backend import Resp, grip_hold
@@ -38,6 +40,31 @@ def test_backend_connections_are_kept_alive(env, backend, prefix):
     peers = {r.peer for r in backend.requests(prefix)}
     assert len(backend.requests(prefix)) == 8
     assert len(peers) <= 2, "8 sequential requests came on %d backend connections" % len(peers)
+
+
+@pytest.mark.beyond_reference
+def test_get_sent_again_once_when_the_backend_connection_is_lost(env, backend, prefix):
+    """A backend connection closed without an answer (as a kept-alive connection the backend times out just as a
+    request goes out): an idempotent request is sent once more, on another connection, so the client gets the
+    answer; a POST is not repeated (502). RFC 9112 9.3.1 allows the retry for idempotent methods only. Pushpin 1.36 answers the GET 502."""
+    seen = []
+
+    def first_dropped(req):
+        seen.append(req.target)
+        if seen.count(req.target) == 1:
+            return Resp(drop=True)
+        return Resp(200, headers=[("Content-Type", "text/plain")], body=b"second try\n")
+
+    backend.on(prefix, first_dropped)
+    r = fetch(env, prefix + "get")
+    assert (r.status, r.body) == (200, b"second try\n")
+    assert len(backend.requests(prefix + "get")) == 2
+    c = RawConn(env.port)
+    c.send(raw_request("POST", prefix + "post", headers=[("Content-Type", "text/plain")], body=b"once"))
+    r = c.read_response(timeout=10)
+    c.close()
+    assert r.status == 502
+    assert len(backend.requests(prefix + "post")) == 1
 
 
 def test_empty_body_with_content_length_zero(env, backend, prefix):

@@ -75,6 +75,9 @@ package struct HoldStateMachine: Sendable {
         }
 
         package var isHEAD: Bool
+        /// GET, HEAD, OPTIONS, TRACE, PUT or DELETE (RFC 9110 9.2.2): safe to send again when a kept-alive backend
+        /// connection is found lost before any answer.
+        package var isIdempotent: Bool
         /// HTTP/1.0: a streamed body is delimited by the close (grip-http 6.1).
         package var isHTTP10: Bool
         /// The client allows another request on this connection (NIO's `isKeepAlive`; false for a head over
@@ -87,9 +90,10 @@ package struct HoldStateMachine: Sendable {
         package var keepAliveJitter: TimeAmount
         package var disposition: Disposition
 
-        package init(isHEAD: Bool = false, isHTTP10: Bool = false, keepAlive: Bool = true, expectsContinue: Bool = false,
-                     keepAliveJitter: TimeAmount = .zero, disposition: Disposition) {
+        package init(isHEAD: Bool = false, isIdempotent: Bool = true, isHTTP10: Bool = false, keepAlive: Bool = true,
+                     expectsContinue: Bool = false, keepAliveJitter: TimeAmount = .zero, disposition: Disposition) {
             self.isHEAD = isHEAD
+            self.isIdempotent = isIdempotent
             self.isHTTP10 = isHTTP10
             self.keepAlive = keepAlive
             self.expectsContinue = expectsContinue
@@ -148,6 +152,8 @@ package struct HoldStateMachine: Sendable {
     package enum BackendFailure: Error, Sendable, Equatable, CustomStringConvertible {
         /// Connecting or the TLS handshake failed: the next target may be tried.
         case connectFailed(String)
+        /// A kept-alive connection was found closed as the call went out: the backend may or may not have seen it.
+        case connectionLost(String)
         /// Nothing arrived within `backend_timeout` (decisions D2).
         case timedOut
         /// The handler could not make the call at all (a link with no usable route, a target without an address).
@@ -159,10 +165,19 @@ package struct HoldStateMachine: Sendable {
         package var description: String {
             switch self {
             case .connectFailed(let reason): "connect failed: \(reason)"
+            case .connectionLost(let reason): "connection lost: \(reason)"
             case .timedOut: "timed out"
             case .overloaded(let why): why.description
             case .unroutable(let reason): reason
             case .other(let reason): reason
+            }
+        }
+
+        /// The backend was not reached, or its connection was lost before any answer: the next target is tried.
+        package var isUnreachable: Bool {
+            switch self {
+            case .connectFailed, .connectionLost: true
+            default: false
             }
         }
     }
@@ -642,6 +657,9 @@ private struct Exchange: Sendable {
     }
 
     var isHEAD: Bool
+    var isIdempotent: Bool
+    /// A call of this exchange already went out again after its connection was lost (once only).
+    var resentAfterLostConnection = false
     var isHTTP10: Bool
     var keepAlive: Bool
     var keepAliveJitter: TimeAmount
@@ -668,6 +686,7 @@ private struct Exchange: Sendable {
 
     init(request: HoldStateMachine.Request, route: HoldStateMachine.RouteFacts, phase: Phase) {
         self.isHEAD = request.isHEAD
+        self.isIdempotent = request.isIdempotent
         self.isHTTP10 = request.isHTTP10
         self.keepAlive = request.keepAlive
         self.keepAliveJitter = request.keepAliveJitter
@@ -853,9 +872,19 @@ private struct Exchange: Sendable {
                 }
                 return
             }
-            if case .connectFailed = failure, failed.head == nil, targetIndex + 1 < route.targetCount {
-                var gripLast: [HTTPField] = []
-                if case .responseHold(let hold) = phase { gripLast = self.gripLast(hold.channels) }
+            var gripLast: [HTTPField] {
+                if case .responseHold(let hold) = phase { return self.gripLast(hold.channels) }
+                return []
+            }
+            if case .connectionLost = failure, failed.head == nil, isIdempotent, !resentAfterLostConnection {
+                // The backend closed a kept-alive connection as the call went out: sent again once, on a fresh
+                // connection, rather than failing the client (a request that is not idempotent is not repeated).
+                resentAfterLostConnection = true
+                effects.emit(.log(.info, "backend \(failure); sending the request again"))
+                startRequestCall(targetIndex: targetIndex, isRecheck: isRecheck, gripLast: gripLast, &effects)
+                return
+            }
+            if failure.isUnreachable, failed.head == nil, targetIndex + 1 < route.targetCount {
                 startRequestCall(targetIndex: targetIndex + 1, isRecheck: isRecheck, gripLast: gripLast, &effects)
                 return
             }

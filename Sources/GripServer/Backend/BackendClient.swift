@@ -20,6 +20,9 @@ package protocol BackendCallReceiver: AnyObject {
 package enum BackendFailure: Error, Sendable, CustomStringConvertible {
     /// Connecting (or the TLS handshake) failed: the next target may be tried (routes.md 2).
     case connectFailed(String)
+    /// A kept-alive connection was found closed as the call went out (the backend stopped, restarted, or timed
+    /// the connection out): the backend may or may not have seen the request.
+    case connectionLost(String)
     /// Nothing arrived within `backend_timeout` (decisions D2).
     case timedOut
     /// This loop's backend queue is full (`backend_queue_max`, decisions D21): nothing was sent, so the call may
@@ -30,9 +33,18 @@ package enum BackendFailure: Error, Sendable, CustomStringConvertible {
     package var description: String {
         switch self {
         case .connectFailed(let reason): "connect failed: \(reason)"
+        case .connectionLost(let reason): "connection lost: \(reason)"
         case .timedOut: "timed out"
         case .overloaded(let why): why.description
         case .other(let reason): reason
+        }
+    }
+
+    /// Not reached, or the connection lost before any answer: retried (WebSocket-over-HTTP) or failed over alike.
+    var isUnreachable: Bool {
+        switch self {
+        case .connectFailed, .connectionLost: true
+        default: false
         }
     }
 
@@ -41,23 +53,23 @@ package enum BackendFailure: Error, Sendable, CustomStringConvertible {
             switch error {
             case .readTimeout, .deadlineExceeded: return .timedOut
             case .connectTimeout, .socksHandshakeTimeout, .tlsHandshakeTimeout: return .connectFailed(String(describing: error))
-            // A kept-alive connection the backend had closed (it stopped, restarted, or timed the connection out
-            // as the call went out): as unreachable as a refused connect, so it is retried or fails over alike.
-            case .remoteConnectionClosed: return .connectFailed(String(describing: error))
+            case .remoteConnectionClosed: return .connectionLost(String(describing: error))
             default: return .other(String(describing: error))
             }
         }
         if error is NIOConnectionError { return .connectFailed(String(describing: error)) }
         if let error = error as? ChannelError {
             switch error {
-            // The connect timed out, or a kept-alive connection was found closed as the call went out.
-            case .connectTimeout, .ioOnClosedChannel, .alreadyClosed, .eof, .outputClosed:
-                return .connectFailed(String(describing: error))
+            case .connectTimeout: return .connectFailed(String(describing: error))
+            case .ioOnClosedChannel, .alreadyClosed, .eof, .outputClosed: return .connectionLost(String(describing: error))
             default: break
             }
         }
-        if let error = error as? IOError, [ECONNREFUSED, EHOSTUNREACH, ENETUNREACH, ECONNRESET, EPIPE].contains(error.errnoCode) {
+        if let error = error as? IOError, [ECONNREFUSED, EHOSTUNREACH, ENETUNREACH].contains(error.errnoCode) {
             return .connectFailed(String(describing: error))
+        }
+        if let error = error as? IOError, [ECONNRESET, EPIPE].contains(error.errnoCode) {
+            return .connectionLost(String(describing: error))
         }
         let text = String(describing: error)
         if text.contains("connect") || text.contains("Connect") { return .connectFailed(text) }

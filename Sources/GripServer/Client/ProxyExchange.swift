@@ -36,7 +36,7 @@ struct ProxyExchange {
                       maxHeadBytes: Int, gateway: GatewayContext, eventLoop: EventLoop, handshake: WebSocketHandshake?) -> (ProxyExchange, HoldStateMachine.Request) {
         let fields = head.headers.fields
         var request = HoldStateMachine.Request(
-            isHEAD: head.method == .HEAD, isHTTP10: head.version.minor == 0, keepAlive: head.isKeepAlive,
+            isHEAD: head.method == .HEAD, isIdempotent: head.method.isIdempotent, isHTTP10: head.version.minor == 0, keepAlive: head.isKeepAlive,
             expectsContinue: fields.first(named: "Expect")?.lowercased() == "100-continue",
             keepAliveJitter: keepAliveJitter,
             disposition: .answer(ResponseHead(code: 0, reason: ""), body: nil)
@@ -163,6 +163,7 @@ extension HoldStateMachine.BackendFailure {
     init(_ failure: BackendFailure) {
         switch failure {
         case .connectFailed(let reason): self = .connectFailed(reason)
+        case .connectionLost(let reason): self = .connectionLost(reason)
         case .timedOut: self = .timedOut
         case .overloaded(let why): self = .overloaded(why)
         case .other: self = .other(failure.description)
@@ -211,6 +212,16 @@ extension Logger.Level {
         case .info: self = .info
         case .warning: self = .warning
         case .error: self = .error
+        }
+    }
+}
+
+extension HTTPMethod {
+    /// RFC 9110 9.2.2: sending the request twice has the effect of sending it once.
+    var isIdempotent: Bool {
+        switch self {
+        case .GET, .HEAD, .OPTIONS, .TRACE, .PUT, .DELETE: true
+        default: false
         }
     }
 }

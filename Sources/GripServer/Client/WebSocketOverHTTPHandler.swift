@@ -246,9 +246,9 @@ final class WebSocketOverHTTPHandler: ChannelInboundHandler, RemovableChannelHan
     private func backendAnswered(_ result: Result<WebSocketOverHTTPRequest.Answer, BackendFailure>, events: [WebSocketEvent]) {
         let opening = self.opening?.answer != nil
         switch result {
-        case .failure(.connectFailed(let reason)) where opening && Int(targetIndex) + 1 < route.targets.count:
+        case .failure(let failure) where failure.isUnreachable && opening && Int(targetIndex) + 1 < route.targets.count:
             // Fail-over: OPEN goes to the route's next target.
-            logger.info("WebSocket OPEN to target \(targetIndex) failed (\(reason)); trying the next")
+            logger.info("WebSocket OPEN to target \(targetIndex) failed (\(failure)); trying the next")
             targetIndex += 1
             sendRequest(events)
         case .failure(.overloaded(let why)) where !opening:
@@ -259,7 +259,7 @@ final class WebSocketOverHTTPHandler: ChannelInboundHandler, RemovableChannelHan
         case .failure(let failure):
             logger.warning("WebSocket-over-HTTP request for \(request.uri) failed: \(failure)")
             var retryable = false
-            if case .connectFailed = failure { retryable = !opening }
+            if failure.isUnreachable { retryable = !opening }
             run(session.backendFailed(retryable: retryable, now: now))
         case .success(let answer):
             guard answer.status == .ok, WebSocketOverHTTPRequest.isEventsMediaType(answer.headers.first(named: "Content-Type")) else {
