@@ -50,6 +50,32 @@ import Testing
         loop.run()
         #expect(limiter.inFlightCount == 0)
     }
+
+    @Test func anOpenSessionsEventsWaitPastAFullQueue() {
+        let loop = EmbeddedEventLoop()
+        let limiter = BackendCallLimiter(eventLoop: loop, limit: 1, queueLimit: 1)
+        let pending = loop.makePromise(of: Void.self)
+        var started: [Int] = []
+        #expect(limiter.submit { pending.futureResult })
+        #expect(limiter.submit { started.append(1); return loop.makeSucceededVoidFuture() })
+        #expect(!limiter.submit { started.append(2); return loop.makeSucceededVoidFuture() })
+        #expect(limiter.submit({ started.append(3); return loop.makeSucceededVoidFuture() }, pastQueueLimit: true))
+        #expect(limiter.queuedCount == 2)
+        pending.succeed()
+        loop.run()
+        #expect(started == [1, 3])
+        #expect(limiter.isIdle)
+    }
+
+    @Test func aScheduledRetryKeepsTheLimiterBusy() {
+        let loop = EmbeddedEventLoop()
+        let limiter = BackendCallLimiter(eventLoop: loop, limit: 1, queueLimit: 1)
+        #expect(limiter.isIdle)
+        limiter.retryScheduled()
+        #expect(!limiter.isIdle)
+        limiter.retryStarted()
+        #expect(limiter.isIdle)
+    }
 }
 
 /// Decisions D21: a call that waits `backend_timeout` for a slot is given up, not sent late.

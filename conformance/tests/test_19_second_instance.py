@@ -2,6 +2,7 @@
 on the worker's aux ports): graceful shutdown on SIGTERM, `client_maxconn`
 (decisions D16) and a raised `client_buffer_size` (decisions C6)."""
 
+import contextlib
 import signal
 import time
 
@@ -209,6 +210,32 @@ def test_sigterm_closes_websocket_1001(env, backend, uid, aux):
         target.proc.wait(timeout=10)
     finally:
         tpub.close()
+
+
+@pytest.mark.websocket
+@pytest.mark.beyond_reference
+def test_sigterm_every_websocket_session_ends_at_the_backend(env, backend, uid, aux):
+    """Graceful shutdown with more WebSocket-over-HTTP sessions than the backend queue holds
+    (`backend_max_connections` 2, `backend_queue_max` 2): every session's last event (CLOSE or
+    DISCONNECT) still reaches the backend before the process exits. Refused by a full queue they
+    used to wait out a retry delay, and the backend client was gone by then."""
+    from websockets.sync.client import connect
+    from harness.ws import events_of
+    path = "/ws-sigterm-all/%s/" % uid
+    backend.on(path, echo_handler())
+    target = aux("sigterm-ws-all", aux_routes(env, "*,path_beg=/ws-sigterm-all/ 127.0.0.1:%d,over_http" % env.ports.backend),
+                 {"gripproxy": {"backend_max_connections": "2", "backend_queue_max": "2"}})
+    with contextlib.ExitStack() as clients:
+        for _ in range(12):
+            clients.enter_context(connect("ws://127.0.0.1:%d%s" % (target.port, path), compression=None,
+                                          ping_interval=None, open_timeout=10, close_timeout=5))
+        opened = {r.header("Connection-Id") for r in backend.requests(path) if ("OPEN", None) in events_of(r)}
+        assert len(opened) == 12, opened
+        code, _ = sigterm_and_wait(target)
+        assert code == 0
+        ended = {r.header("Connection-Id") for r in backend.requests(path)
+                 if any(e[0] in ("CLOSE", "DISCONNECT") for e in events_of(r))}
+        assert ended == opened, "%d of 12 sessions ended at the backend; log:\n%s" % (len(ended & opened), target.log_tail())
 
 
 # -- client_maxconn ---------------------------------------------------------------

@@ -148,7 +148,7 @@ package final class BackendClient: Sendable {
     /// `DISCONNECT` events of the connections just closed are sent before the client goes.
     package func isIdle() async -> Bool {
         for limiter in limiters.values {
-            let idle = try? await limiter.eventLoop.submit { limiter.value.inFlightCount == 0 && limiter.value.queuedCount == 0 }.get()
+            let idle = try? await limiter.eventLoop.submit { limiter.value.isIdle }.get()
             if idle != true { return false }
         }
         return true

@@ -57,8 +57,9 @@ struct WebSocketOverHTTPRequest {
     }
 
     /// Sends `events` once the loop's backend limiter has a slot (decisions D21); the future completes on
-    /// `loop` with the whole answer or why there is none. The `test` target answers in-process.
-    func send(_ events: [WebSocketEvent], on loop: EventLoop) -> EventLoopFuture<Result<Answer, BackendFailure>> {
+    /// `loop` with the whole answer or why there is none. The `test` target answers in-process. `pastQueueLimit`:
+    /// the events of an open session wait even when the queue is full (`BackendCallLimiter.submit`).
+    func send(_ events: [WebSocketEvent], on loop: EventLoop, pastQueueLimit: Bool = false) -> EventLoopFuture<Result<Answer, BackendFailure>> {
         if case .test = target.kind {
             return loop.makeSucceededFuture(.success(TestTarget.webSocketAnswer(to: events, uri: request.uri, route: route)))
         }
@@ -72,7 +73,7 @@ struct WebSocketOverHTTPRequest {
         }, expired: {
             refused?.increment()
             promise.succeed(.failure(.overloaded(.waitedTooLong)))
-        })
+        }, pastQueueLimit: pastQueueLimit)
         guard submitted else {
             refused?.increment()
             promise.succeed(.failure(.overloaded(.queueFull)))

@@ -237,7 +237,8 @@ final class WebSocketOverHTTPHandler: ChannelInboundHandler, RemovableChannelHan
         let call = WebSocketOverHTTPRequest(gateway: gateway, route: route, target: route.targets[Int(targetIndex)], request: request.unpacked,
                                             connectionID: connectionID.uuidString.lowercased(), meta: meta,
                                             maxMessageBytes: io.maxMessageBytes)
-        call.send(events, on: eventLoop).assumeIsolated().whenSuccess { [self] result in
+        // Only an OPEN is refused when the loop's queue is full: a session that exists already has its events anyway.
+        call.send(events, on: eventLoop, pastQueueLimit: opening == nil).assumeIsolated().whenSuccess { [self] result in
             guard generation == self.requestGeneration else { return }
             self.backendAnswered(result, events: events)
         }
@@ -294,7 +295,11 @@ final class WebSocketOverHTTPHandler: ChannelInboundHandler, RemovableChannelHan
         let delays = gateway.configuration.backend.retryDelays
         let base = delays.isEmpty ? 1.0 : delays[min(attempt - 1, delays.count - 1)]
         let generation = requestGeneration
+        // Counted, so that a graceful shutdown waits for the retry before the backend client goes.
+        let limiter = gateway.backend.limiter(for: eventLoop)
+        limiter?.retryScheduled()
         eventLoop.assumeIsolated().scheduleTask(in: RetryDelay.withJitter(seconds: base)) { [self] in
+            limiter?.retryStarted()
             guard generation == self.requestGeneration else { return }
             self.run(self.session.retryDelayElapsed(now: self.now))
         }
