@@ -363,6 +363,19 @@ def test_client_buffer_size_raised_limit_431(env, backend, prefix, aux):
     assert (r.status_code, r.text) == (200, "ok\n")
 
 
+def get_at_once(target, path, n):
+    """`n` connections each send `GET path` before any answer is read; returns the connections and the answers."""
+    conns = [RawConn(target.port, timeout=20) for _ in range(n)]
+    try:
+        for c in conns:
+            c.send(raw_request("GET", path))
+        return conns, [c.read_response(timeout=15) for c in conns]
+    except BaseException:
+        for c in conns:
+            c.close()
+        raise
+
+
 @pytest.mark.beyond_reference
 def test_backend_queue_full_answers_503(env, backend, prefix, aux):
     """Decisions D21: backend calls in flight are capped (`backend_max_connections`) and the rest wait in a queue
@@ -370,11 +383,8 @@ def test_backend_queue_full_answers_503(env, backend, prefix, aux):
     connection stays usable. The others are answered once the slow backend answers."""
     target = aux("queue-full", aux_routes(env), {"gripproxy": {"backend_max_connections": "2", "backend_queue_max": "2"}})
     backend.on(prefix + "slow", Resp(200, headers=[("Content-Type", "text/plain")], body=b"slow\n", delay=2))
-    conns = [RawConn(target.port, timeout=20) for _ in range(12)]
+    conns, results = get_at_once(target, prefix + "slow", 12)
     try:
-        for c in conns:
-            c.send(raw_request("GET", prefix + "slow"))
-        results = [c.read_response(timeout=15) for c in conns]
         statuses = [r.status for r in results]
         assert set(statuses) <= {200, 503}, statuses
         assert statuses.count(503) >= 1 and statuses.count(200) >= 2, statuses
@@ -399,11 +409,8 @@ def test_backend_queue_wait_past_backend_timeout_answers_503(env, backend, prefi
     target = aux("queue-wait", aux_routes(env), {"gripproxy": {
         "backend_max_connections": "2", "backend_queue_max": "100", "backend_timeout": "2"}})
     backend.on(prefix + "slower", Resp(200, headers=[("Content-Type", "text/plain")], body=b"late\n", delay=5))
-    conns = [RawConn(target.port, timeout=20) for _ in range(8)]
+    conns, results = get_at_once(target, prefix + "slower", 8)
     try:
-        for c in conns:
-            c.send(raw_request("GET", prefix + "slower"))
-        results = [c.read_response(timeout=15) for c in conns]
         statuses = [r.status for r in results]
         assert set(statuses) <= {503, 504}, statuses
         assert statuses.count(503) >= 2 and statuses.count(504) >= 2, statuses

@@ -158,15 +158,7 @@ extension HoldStateMachine.Exchange {
     /// conflict check, if any channel has a `prev-id`, only decides whether to fetch the link right away.
     mutating func establishStreamHold(_ instruction: GripInstruction, now: NIODeadline, _ effects: inout Effects) {
         let channels = heldChannels(instruction)
-        let response = instruction.response
-        if !responseStarted {
-            var headers = response.headers
-            headers.removeAll(named: "Content-Length")
-            effects.emit(.logAccess(status: response.code, hold: "stream"))
-            writeHead(ResponseHead.exact(response.code, reason: response.reason, headers: headers), &effects)
-        }
-        if !response.body.isEmpty { effects.emit(.writeBody(ByteBuffer(bytes: response.body))) }
-        effects.emit(.flush)
+        writeStreamedStart(instruction.response, hold: "stream", head: !responseStarted, &effects)
         body = nil
         let expected = channels.compactMap { channel in channel.expectedPrevID.map { (channel: channel.name, prevID: $0) } }
         if !expected.isEmpty && instruction.nextLink == nil {
@@ -200,13 +192,21 @@ extension HoldStateMachine.Exchange {
         now + .seconds(Int64(keepAlive.timeoutSeconds)) - keepAliveJitter
     }
 
-    mutating func startPaging(_ response: GripResponse, link: GripNextLink, _ effects: inout Effects) {
-        var headers = response.headers
-        headers.removeAll(named: "Content-Length")
-        effects.emit(.logAccess(status: response.code, hold: "paging"))
-        writeHead(ResponseHead.exact(response.code, reason: response.reason, headers: headers), &effects)
+    /// The backend's head without `Content-Length` (the body is streamed; `head` false: it is out already), and its
+    /// initial body, flushed.
+    mutating func writeStreamedStart(_ response: GripResponse, hold: String, head: Bool = true, _ effects: inout Effects) {
+        if head {
+            var headers = response.headers
+            headers.removeAll(named: "Content-Length")
+            effects.emit(.logAccess(status: response.code, hold: hold))
+            writeHead(ResponseHead.exact(response.code, reason: response.reason, headers: headers), &effects)
+        }
         if !response.body.isEmpty { effects.emit(.writeBody(ByteBuffer(bytes: response.body))) }
         effects.emit(.flush)
+    }
+
+    mutating func startPaging(_ response: GripResponse, link: GripNextLink, _ effects: inout Effects) {
+        writeStreamedStart(response, hold: "paging", &effects)
         // As HTTPProxyHandler: subscriptions of a response hold whose re-check answered with paging stay until the
         // exchange ends (deliveries are ignored while paging).
         phase = .paging
