@@ -376,6 +376,15 @@ def get_at_once(target, path, n):
         raise
 
 
+def refusal_statuses(results, allowed):
+    """The answers' statuses, all in `allowed`, every 503 with decisions D21's text."""
+    statuses = [r.status for r in results]
+    assert set(statuses) <= allowed, statuses
+    assert all(r.body == b"Service unavailable: too many requests waiting for the backend.\n"
+               for r in results if r.status == 503)
+    return statuses
+
+
 @pytest.mark.beyond_reference
 def test_backend_queue_full_answers_503(env, backend, prefix, aux):
     """Decisions D21: backend calls in flight are capped (`backend_max_connections`) and the rest wait in a queue
@@ -385,11 +394,9 @@ def test_backend_queue_full_answers_503(env, backend, prefix, aux):
     backend.on(prefix + "slow", Resp(200, headers=[("Content-Type", "text/plain")], body=b"slow\n", delay=2))
     conns, results = get_at_once(target, prefix + "slow", 12)
     try:
-        statuses = [r.status for r in results]
-        assert set(statuses) <= {200, 503}, statuses
+        statuses = refusal_statuses(results, {200, 503})
         assert statuses.count(503) >= 1 and statuses.count(200) >= 2, statuses
         refused = [(c, r) for c, r in zip(conns, results) if r.status == 503]
-        assert all(r.body == b"Service unavailable: too many requests waiting for the backend.\n" for _, r in refused)
         # Nothing was sent for a refused request, and its connection still serves the next one.
         assert len(backend.requests(prefix + "slow")) == statuses.count(200)
         ok_handler(backend, prefix + "after")
@@ -411,11 +418,8 @@ def test_backend_queue_wait_past_backend_timeout_answers_503(env, backend, prefi
     backend.on(prefix + "slower", Resp(200, headers=[("Content-Type", "text/plain")], body=b"late\n", delay=5))
     conns, results = get_at_once(target, prefix + "slower", 8)
     try:
-        statuses = [r.status for r in results]
-        assert set(statuses) <= {503, 504}, statuses
+        statuses = refusal_statuses(results, {503, 504})
         assert statuses.count(503) >= 2 and statuses.count(504) >= 2, statuses
-        assert all(r.body == b"Service unavailable: too many requests waiting for the backend.\n"
-                   for r in results if r.status == 503)
         # Only the calls that got a slot reached the backend.
         assert len(backend.requests(prefix + "slower")) == statuses.count(504)
     finally:
