@@ -158,6 +158,12 @@ class Backend:
     def start(self):
         self._thread.start()
         self.on("/__ready", Resp(200, headers=[("Content-Type", "text/plain")], body=b"ready\n"))
+        # A GRIP answer (a next link) takes the path a plain proxied answer does not:
+        # Pushpin's proxy hands it to its handler over ZeroMQ, which may still be
+        # connecting after /__ready already answers ("Accept service unavailable").
+        self.on("/__ready-accept", Resp(200, headers=[("Content-Type", "text/plain"),
+                                                      ("Grip-Link", "</__ready>; rel=next")],
+                                        body=b"accept\n"))
 
     def stop(self):
         self._server.shutdown()

@@ -162,12 +162,15 @@ class Target:
                                    % (self.name, self.proc.returncode, self.log_tail()))
             try:
                 r1 = httpx.get(self.client_base + "/__ready", timeout=2)
+                r3 = httpx.get(self.client_base + "/__ready-accept", timeout=2)
                 r2 = httpx.post(self.publish_base + "/publish/", content=b'{"items":[]}',
                                 headers={"Content-Type": "application/json"}, timeout=2)
                 # 401: the publish listener is up and wants credentials (`publish_auth`).
-                if r1.status_code == 200 and r1.text == "ready\n" and r2.status_code in (200, 401):
+                if (r1.status_code == 200 and r1.text == "ready\n" and r2.status_code in (200, 401)
+                        and r3.text == "accept\nready\n"):
                     return
-                last = "client %s, publish %s" % (r1.status_code, r2.status_code)
+                last = "client %s, publish %s, GRIP answer %s %r" % (
+                    r1.status_code, r2.status_code, r3.status_code, r3.text[:40])
             except httpx.HTTPError as e:
                 last = repr(e)
             time.sleep(0.2)
