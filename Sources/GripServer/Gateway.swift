@@ -38,7 +38,8 @@ package final class GatewayService: Service, Sendable {
         self.publishGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let signer = GripSigner()
         let metrics = GatewayMetrics(prefix: configuration.metricsPrefix)
-        let backend = BackendClient(group: group, configuration: configuration.backend, signer: signer, refused: metrics.backendCallsRefused)
+        let backend = BackendClient(group: group, configuration: configuration.backend, signer: signer, refused: metrics.backendCallsRefused,
+                                    logger: logger)
         let backplane = configuration.backplane
         let metricsPrefix = configuration.metricsPrefix
         let hub = Hub(group: group, directoryLoop: publishGroup.next(), configuration: configuration.delivery, logger: logger,

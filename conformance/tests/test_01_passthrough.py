@@ -49,7 +49,6 @@ def test_204_no_content_relayed(env, backend, prefix, http):
     assert r.content == b""
 
 
-@pytest.mark.known_gap("NIO's HTTP/1 response decoder drops reason phrases, so a backend's own reason is replaced by the standard one")
 def test_custom_reason_phrase_relayed(env, backend, prefix):
     backend.on(prefix, Resp(200, reason="Totally Fine", headers=[("Content-Type", "text/plain")],
                             body=b"ok\n"))

@@ -152,7 +152,6 @@ def test_grip_expose_headers_applies_to_timeout_response(env, backend, prefix, u
     assert r.header("X-Keep") == "1" and r.header("X-Drop") is None
 
 
-@pytest.mark.known_gap("NIO's HTTP/1 response decoder drops reason phrases, so a backend's own reason is replaced by the standard one")
 def test_stream_hold_status_and_headers_from_backend(env, backend, prefix, uid):
     backend.on(prefix, Resp(202, reason="Streaming", headers=[("Grip-Hold", "stream"),
                                                                ("Grip-Channel", "c-" + uid),

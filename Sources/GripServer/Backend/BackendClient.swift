@@ -92,7 +92,8 @@ package final class BackendClient: Sendable {
     let refused: Counter?
 
     /// `refused`: counts calls never sent (decisions D21).
-    package init(group: EventLoopGroup, configuration: GatewayConfiguration.Backend, signer: GripSigner, refused: Counter? = nil) {
+    package init(group: EventLoopGroup, configuration: GatewayConfiguration.Backend, signer: GripSigner, refused: Counter? = nil,
+                 logger: Logger = Logger(label: "gripproxy.backend")) {
         var clientConfiguration = HTTPClient.Configuration(
             certificateVerification: .fullVerification,
             redirectConfiguration: .disallow,
@@ -109,6 +110,10 @@ package final class BackendClient: Sendable {
         // No tracer is bootstrapped; AHC's default (the global no-op tracer) still builds a span and its URL
         // attributes for every call.
         clientConfiguration.tracing.tracer = nil
+        // NIO's decoder drops a backend's own reason phrase; these handlers give it back (issue 10 item 8).
+        clientConfiguration.http1_1ConnectionDebugInitializer = { channel in
+            BackendReasonPhrase.install(on: channel, logger: logger)
+        }
         self.http = HTTPClient(eventLoopGroupProvider: .shared(group), configuration: clientConfiguration)
         var insecureTLS = TLSConfiguration.makeClientConfiguration()
         insecureTLS.certificateVerification = .none

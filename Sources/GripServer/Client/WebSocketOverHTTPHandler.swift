@@ -263,7 +263,7 @@ final class WebSocketOverHTTPHandler: ChannelInboundHandler, RemovableChannelHan
             if failure.isUnreachable { retryable = !opening }
             run(session.backendFailed(retryable: retryable, now: now))
         case .success(let answer):
-            guard answer.status == .ok, WebSocketOverHTTPRequest.isEventsMediaType(answer.headers.first(named: "Content-Type")) else {
+            guard answer.status.code == 200, WebSocketOverHTTPRequest.isEventsMediaType(answer.headers.first(named: "Content-Type")) else {
                 if opening {
                     // Any other answer refuses the WebSocket: status, headers and body (cut at 100,000 bytes).
                     let body = answer.body.getSlice(at: answer.body.readerIndex, length: min(answer.body.readableBytes, 100_000))!
