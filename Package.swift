@@ -77,6 +77,7 @@ if Context.environment["GRIPPROXY_FUZZ"] == "1" {
     for name in [
         "FuzzGripInstruction", "FuzzRoutesFile", "FuzzPushpinSettings", "FuzzPublishRequest",
         "FuzzWebSocketEvents", "FuzzControlMessage", "FuzzPerMessageDeflate", "FuzzJSONPatch",
+        "FuzzStatusLine",
     ] {
         package.targets.append(.executableTarget(
             name: name,
