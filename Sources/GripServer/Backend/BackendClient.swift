@@ -110,9 +110,9 @@ package final class BackendClient: Sendable {
         // No tracer is bootstrapped; AHC's default (the global no-op tracer) still builds a span and its URL
         // attributes for every call.
         clientConfiguration.tracing.tracer = nil
-        // NIO's decoder drops a backend's own reason phrase; these handlers give it back (issue 10 item 8).
+        // A backend's own reason phrase (NIO's decoder drops it), and a request's head and body in one write.
         clientConfiguration.http1_1ConnectionDebugInitializer = { channel in
-            BackendReasonPhrase.install(on: channel, logger: logger)
+            BackendConnectionPipeline.install(on: channel, logger: logger)
         }
         self.http = HTTPClient(eventLoopGroupProvider: .shared(group), configuration: clientConfiguration)
         var insecureTLS = TLSConfiguration.makeClientConfiguration()

@@ -6,7 +6,7 @@ import Testing
 
 @testable import GripServer
 
-@Suite struct BackendReasonPhraseTests {
+@Suite struct BackendConnectionPipelineTests {
     /// AsyncHTTPClient's HTTP/1 pipeline (encoder, decoder with 1xx forwarded), with the handlers installed the
     /// way its connection initializer does.
     private func backendConnection() throws -> EmbeddedChannel {
@@ -15,7 +15,7 @@ import Testing
         try sync.addHandler(HTTPRequestEncoder())
         try sync.addHandler(ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .forwardBytes,
                                                                      informationalResponseStrategy: .forward)))
-        try BackendReasonPhrase.install(on: channel, logger: Logger(label: "test")).wait()
+        try BackendConnectionPipeline.install(on: channel, logger: Logger(label: "test")).wait()
         return channel
     }
 
@@ -65,9 +65,44 @@ import Testing
         _ = try channel.finish()
     }
 
+    @Test func aRequestsHeadWaitsForItsBodyAndBothLeaveInOneFlush() throws {
+        let channel = try backendConnection()
+        var head = HTTPRequestHead(version: .http1_1, method: .POST, uri: "/events")
+        head.headers.add(name: "Content-Length", value: "5")
+        channel.write(HTTPClientRequestPart.head(head), promise: nil)
+        channel.flush()
+        #expect(try channel.readOutbound(as: ByteBuffer.self) == nil, "the head's own flush is held")
+        channel.write(HTTPClientRequestPart.body(.byteBuffer(ByteBuffer(string: "OPEN\r\n"))), promise: nil)
+        channel.flush()
+        let written = try #require(try channel.readOutbound(as: ByteBuffer.self))
+        #expect(String(buffer: written).hasPrefix("POST /events HTTP/1.1\r\n"))
+        #expect(try channel.readOutbound(as: ByteBuffer.self) == ByteBuffer(string: "OPEN\r\n"))
+        try channel.writeAndFlush(HTTPClientRequestPart.end(nil)).wait()
+        #expect(try channel.readOutbound(as: ByteBuffer.self)?.readableBytes == 0, "a sized body's end adds no bytes")
+
+        // A head with no body is flushed at once.
+        var bodiless = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/")
+        bodiless.headers.add(name: "Content-Length", value: "0")
+        channel.write(HTTPClientRequestPart.head(bodiless), promise: nil)
+        channel.flush()
+        let alone = try #require(try channel.readOutbound(as: ByteBuffer.self))
+        #expect(String(buffer: alone).hasPrefix("GET / HTTP/1.1\r\n"))
+        _ = try channel.finish()
+    }
+
+    @Test(arguments: [
+        ([("Content-Length", "12")], true),
+        ([("Transfer-Encoding", "chunked")], true),
+        ([("Content-Length", "0")], false),
+        ([], false),
+    ])
+    func aBodyFollowsWhenTheFramingSaysSo(headers: [(String, String)], follows: Bool) {
+        #expect(BackendConnectionPipeline.RequestHeadFlushHold.bodyFollows(HTTPHeaders(headers)) == follows)
+    }
+
     @Test func aPipelineWithoutNIOsDecoderStillServes() throws {
         let channel = EmbeddedChannel()
-        try BackendReasonPhrase.install(on: channel, logger: Logger(label: "test")).wait()
+        try BackendConnectionPipeline.install(on: channel, logger: Logger(label: "test")).wait()
         try channel.writeInbound(ByteBuffer(string: "raw"))
         #expect(try channel.readInbound(as: ByteBuffer.self) == ByteBuffer(string: "raw"))
         _ = try channel.finish()
