@@ -177,7 +177,7 @@ private struct Published: PreparedItem {
         #expect(machine.backendResponseHead(call: c(1), head) == [
             .logAccess(status: 201, hold: nil),
             .writeHead(ResponseHead(code: 201, reason: "Created", headers: [textPlain, h("Content-Length", "4")])),
-            .flush,
+            .scheduleFlush,
         ])
         #expect(machine.backendResponseBodyPart(call: c(1), buf("da")) == [.relayBodyPart(buf("da"))])
         #expect(machine.backendResponseBodyPart(call: c(1), buf("ta")) == [.relayBodyPart(buf("ta"))])
@@ -190,7 +190,7 @@ private struct Published: PreparedItem {
     @Test func relayKeepsTheBackendsReasonAndMarksAClosingConnection() {
         var machine = forwarded(keepAlive: false)
         #expect(machine.backendResponseHead(call: c(1), ResponseHead(code: 299, reason: "", headers: [])) == [
-            .logAccess(status: 299, hold: nil), .writeHead(ResponseHead(code: 299, reason: "", headers: [h("Connection", "close")])), .flush,
+            .logAccess(status: 299, hold: nil), .writeHead(ResponseHead(code: 299, reason: "", headers: [h("Connection", "close")])), .scheduleFlush,
         ])
         #expect(machine.backendResponseEnded(call: c(1), now: t0) == [.endResponse(keepAlive: false)])
         #expect(machine.requestReceived(request()) == [])
@@ -206,7 +206,7 @@ private struct Published: PreparedItem {
     @Test func noGripRouteRelaysGripHeaders() {
         var machine = forwarded(.init(noGrip: true))
         let head = ResponseHead(code: 200, reason: "OK", headers: [h("Grip-Hold", "stream"), h("Grip-Channel", "a")])
-        #expect(machine.backendResponseHead(call: c(1), head) == [.logAccess(status: 200, hold: nil), .writeHead(head), .flush])
+        #expect(machine.backendResponseHead(call: c(1), head) == [.logAccess(status: 200, hold: nil), .writeHead(head), .scheduleFlush])
     }
 
     @Test func backendFailureMidRelayCloses() {

@@ -330,7 +330,8 @@ package struct HoldStateMachine: Sendable {
                 effects.emit(.logAccess(status: head.code, hold: nil))
                 exchange.writeHead(ResponseHead(code: head.code, reason: head.reason,
                                                 headers: HopByHopHeaders.clientResponseHeaders(head.headers)), &effects)
-                effects.emit(.flush)
+                // At the end of this loop pass: a body that came in the same read leaves with the head, in one write.
+                effects.emit(.scheduleFlush)
                 return
             }
             exchange.call = call
