@@ -392,6 +392,15 @@ def test_ws_client_leaving_while_open_is_out_sends_disconnect(env, backend, uid)
             ctx.accept()
     backend.on(wspath(uid) + "slow", lambda_handler(fn))
     backend.on(wspath(uid) + "next", echo_handler())
+    backend.on(wspath(uid) + "warm", Resp(200, body=b"warm\n", delay=0.3))
+    # Two overlapping calls leave two kept-alive backend connections (idle for 1 s): with OPEN out on one, a
+    # request sent after the client left would go out at once on the other, where the backend would see it.
+    import threading
+    warm = [threading.Thread(target=lambda: httpx.get(env.url(wspath(uid) + "warm"), timeout=5)) for _ in range(2)]
+    for t in warm:
+        t.start()
+    for t in warm:
+        t.join()
     sock = socket.create_connection(("127.0.0.1", env.port), timeout=5)
     sock.sendall(("GET %sslow HTTP/1.1\r\nHost: example.com\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                   "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"

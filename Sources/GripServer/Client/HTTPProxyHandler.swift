@@ -22,6 +22,8 @@ final class HTTPProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// the first request that is not an upgrade: the upgrade handler is gone by then, and an idle hold should
     /// not keep ~800 bytes for a handshake that cannot happen (bench/README, where the bytes go).
     private var handshake: WebSocketHandshake?
+    /// Set in `channelInactive`; requests handed on after it are dropped.
+    private var clientLeft = false
     private var machine: HoldStateMachine
     private var context: ChannelHandlerContext?
     /// The loop's shard, kept from `handlerAdded` (deliveries, deadlines, per-loop counters).
@@ -92,6 +94,7 @@ final class HTTPProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        clientLeft = true
         stopRequestClock()
         handshake?.clientLeft()
         run(machine.clientDisconnected())
@@ -104,6 +107,9 @@ final class HTTPProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
         // Bytes arrive here undecoded only when NIO reads up to the client's EOF while the request handlers are
         // gone; the connection then closes, and the pipelining handler would have held them until then, unread.
         guard requestHandlers != .released else { return }
+        // A WebSocket handshake given up because the client left (`handshake?.clientLeft()` above) makes NIO's
+        // upgrader hand its request on as plain HTTP: nobody is there to answer it, and the backend must not get it.
+        guard !clientLeft else { return }
         reading = true
         switch unwrapInboundIn(data) {
         case .head(let head):
