@@ -267,7 +267,7 @@ class Server:
 
 
 class PhaseProfile:
-    """`BENCH_PERF_PHASE=close|storm` (and `BENCH_PERF_OUT`, default /tmp/bench-<phase>.perf.data): records the
+    """`BENCH_PERF_PHASE=fanout|burst|close|storm` (and `BENCH_PERF_OUT`, default /tmp/bench-<phase>.perf.data): records the
     server's main process with `perf record -g` during that phase only, to see where its time goes."""
 
     def __init__(self, phase: str, server: "Server"):
@@ -560,8 +560,10 @@ def run_connections(server: Server, mode: str, N: int, ctx) -> dict:
     H.reset(M)
     time.sleep(0.5)
     mt = Meter(server, H)
+    profile = PhaseProfile("fanout", server)
     pub = publish(lg, pp, "fan", M, 1, 0, ctx.pool.next(), mode, a.pad, interval_ms=int(a.fanout_interval * 1000))
     m = H.wait(M, int(1000 * (30 + N / 500)), 10000)
+    profile.stop()
     fan = delivery_stats(m, pub, M * held) | mt.done(pub["cpu_s"])
     fan["cpu_per_delivery_us"] = fan["server_cpu_s"] / m["deliveries"] * 1e6 if m["deliveries"] else float("nan")
     res["fanout"] = fan
@@ -574,8 +576,10 @@ def run_connections(server: Server, mode: str, N: int, ctx) -> dict:
     H.reset(B)
     time.sleep(0.3)
     mt = Meter(server, H)
+    profile = PhaseProfile("burst", server)
     pub = publish(lg, pp, "fan", B, 1, 0, ctx.pool.next(), mode, a.pad)
     m = H.wait(B, int(1000 * (30 + N / 200)), 10000)
+    profile.stop()
     burst = delivery_stats(m, pub, B * held) | mt.done(pub["cpu_s"])
     burst["cpu_per_delivery_us"] = burst["server_cpu_s"] / m["deliveries"] * 1e6 if m["deliveries"] else float("nan")
     res["burst"] = burst

@@ -266,6 +266,33 @@ def test_connections_per_address_are_capped(env, backend, prefix, aux):
             s.close()
 
 
+def test_request_received_counts_every_request_and_handshake(env, backend, uid, aux):
+    """`request_received` counts each request of a kept-alive connection and each
+    WebSocket handshake. It is kept per event loop and added to the metric by the
+    loop's 100 ms sweep, so it is read until it settles."""
+    target = limited(env, aux, "counted")
+    base = "/ws/%s/" % uid
+    backend.on(base + "plain", Resp(200, body=b"served\n"))
+    backend.on(base + "ws", echo_handler())
+    time.sleep(0.3)
+    before = metrics(env.ports.spare).get("request_received", 0)
+    conn = RawConn(target.port)
+    try:
+        for _ in range(5):
+            conn.send(raw_request("GET", base + "plain"))
+            r = conn.read_response()
+            assert (r.status, r.body) == (200, b"served\n")
+    finally:
+        conn.close()
+    ws = ws_open_raw(target.port, base + "ws")
+    try:
+        assert wait_until(lambda: metrics(env.ports.spare).get("request_received", 0) >= before + 6, 5, interval=0.1)
+        time.sleep(0.3)
+        assert metrics(env.ports.spare).get("request_received", 0) == before + 6
+    finally:
+        ws.close()
+
+
 def read_until_closed_or(s, marker, limit=5.0):
     data = b""
     deadline = time.monotonic() + limit

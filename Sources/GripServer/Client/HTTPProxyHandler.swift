@@ -115,7 +115,7 @@ final class HTTPProxyHandler: ChannelInboundHandler, RemovableChannelHandler {
         case .head(let head):
             requestClock.headReceived()
             headsReceived += 1
-            gateway.metrics.requestReceived.increment()
+            shard?.requestsReceived += 1
             if clientAddress == nil {
                 clientAddress = context.channel.remoteAddress?.ipAddress ?? ""
                 isTLS = context.channel.isTLS

@@ -60,7 +60,7 @@ final class WebSocketHandshake {
     }
 
     private func shouldUpgrade(channel: Channel, head: HTTPRequestHead) -> EventLoopFuture<HTTPHeaders?> {
-        gateway.metrics.requestReceived.increment()
+        gateway.hub.shard(for: eventLoop).requestsReceived += 1
         let fields = head.headers.fields
         guard case .routed(let route, let request) = ClientRequestRouter(gateway: gateway, eventLoop: eventLoop).route(head, clientAddress: channel.remoteAddress?.ipAddress,
                                                                                                      isTLS: channel.isTLS),

@@ -37,6 +37,9 @@ package final class SubscriptionShard {
     package private(set) var coarseNow: NIODeadline
     /// Deliveries written on this loop and not yet added to the shared metric (summed when swept).
     package var messagesSent = 0
+    /// Client requests and WebSocket handshakes received on this loop and not yet added to the shared metric: a
+    /// long-poll client's every re-poll is one, so it is counted here rather than on a shared atomic.
+    package var requestsReceived = 0
 
     /// permessage-deflate state shared by the loop's WebSocket connections.
     lazy var deflate = PerMessageDeflateCodec()
@@ -136,6 +139,10 @@ package final class SubscriptionShard {
         if messagesSent > 0 {
             metrics.messageSent.increment(by: messagesSent)
             messagesSent = 0
+        }
+        if requestsReceived > 0 {
+            metrics.requestReceived.increment(by: requestsReceived)
+            requestsReceived = 0
         }
         for member in wheel.advance(to: now.uptimeNanoseconds) { member.deadlineReached(now: now) }
     }
