@@ -17,8 +17,10 @@ package final class ChannelDirectory {
     package typealias Shard = LoopConfined<SubscriptionShard>
 
     /// Released items waiting for one loop before new publishes wait to be accepted: enough for a burst to
-    /// coalesce, few enough that an item waits milliseconds, not seconds (bench/README.md).
-    package static let maxItemsWaitingPerLoop = 32
+    /// coalesce, few enough that an item waits milliseconds, not seconds. It was 32: publishes to many small
+    /// channels (nothing to coalesce) then queued 32 deep and waited that long, with no gain in throughput
+    /// (bench/README.md, "Reading the results").
+    package static let maxItemsWaitingPerLoop = 8
 
     /// What the directory has for one loop.
     private struct Release {
