@@ -29,10 +29,11 @@ def connect(port, source):
 
 def refused(port, source):
     """True when a new connection from `source` gets the 503 of a connection cap
-    (before it sent anything); False when it is admitted (nothing within 0.5 s)."""
+    (before it sent anything); False when it is admitted (nothing within 2 s: on
+    a loaded machine the 503 can take longer than a fraction of a second)."""
     s = connect(port, source)
     try:
-        s.settimeout(0.5)
+        s.settimeout(2)
         try:
             data = s.recv(4096)
         except socket.timeout:
@@ -40,6 +41,20 @@ def refused(port, source):
         return data.startswith(b"HTTP/1.1 503")
     finally:
         s.close()
+
+
+def answered_status(s):
+    """Sends `GET /__ready` (the test backend answers it) on the kept-alive
+    connection `s` and returns the answer's status code."""
+    s.settimeout(5)
+    s.sendall(b"GET /__ready HTTP/1.1\r\nHost: example.com\r\n\r\n")
+    data = b""
+    while b"ready\n" not in data and not data.startswith(b"HTTP/1.1 503"):
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/1.1 ") else 0
 
 
 def reload_with(target, conf):
@@ -73,12 +88,11 @@ def test_sighup_applies_live_limits_to_new_connections_and_keeps_old_ones(env, a
         assert wait_until(lambda: "config reloaded: client_maxconn_per_address 0 -> 2" in log_text(target), 5), log_text(target)[-2000:]
         # A cap switched on counts the connections accepted from then on: two more, then 503.
         # Each connection is counted by its own event loop as it starts, so two connected back to back can be
-        # counted in either order: each is seen admitted before the next one is opened.
+        # counted in either order; and a connection still waiting in the listen backlog looks like an admitted
+        # one. So each is seen admitted (a request on it answered, the connection kept) before the next opens.
         for _ in range(2):
             extra.append(connect(target.port, "127.0.0.21"))
-            extra[-1].settimeout(0.3)
-            with pytest.raises(socket.timeout):
-                extra[-1].recv(1)
+            assert answered_status(extra[-1]) == 200
         assert refused(target.port, "127.0.0.21")
         # Connections accepted before the reload stay open.
         for s in held + extra:
